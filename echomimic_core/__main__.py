@@ -1,0 +1,29 @@
+"""Command line: ``python -m echomimic_core <command> ...``.
+
+Each command lives in ``echomimic_core/commands/<name>.py`` and exposes ``HELP``,
+``add_arguments(parser)`` and ``run(args) -> int``; importing is deferred so that ``check``
+works even when a heavy optional dependency is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = ("check",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m echomimic_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"echomimic_core.commands.{name}")
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+    args = parser.parse_args(argv)
+    module = importlib.import_module(f"echomimic_core.commands.{args.command}")
+    return module.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
