@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("check",)
+COMMANDS = ("check", "generate")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,170 @@
+"""``generate``: reference image + speech + hand poses -> mp4 with the speech muxed in."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+HELP = "animate a reference image with speech audio and a hand-pose sequence into an mp4"
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", required=True, metavar="DIR",
+                        help="model folder in the official pretrained_weights layout")
+    parser.add_argument("--image", required=True, metavar="REF", help="reference image (half-body, hands visible)")
+    parser.add_argument("--audio", required=True, metavar="SPEECH", help="speech audio (wav, mp3, ... anything FFmpeg reads)")
+    parser.add_argument("--poses", required=True, metavar="POSES",
+                        help="pose sequence: official folder of N.npy, or a .npz/.json pose file")
+    parser.add_argument("--out", required=True, metavar="OUT.mp4", help="output video (written atomically)")
+    parser.add_argument("--preset", choices=("normal", "acc"), default="normal",
+                        help="normal: 30 steps, cfg 2.5, seed 3407; acc: accelerated weights, 6 steps, cfg 1.0, seed 420")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: from the preset)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale; <= 1 runs no unconditional pass")
+    parser.add_argument("--seed", type=int, default=None, help="initial noise seed (default: from the preset)")
+    parser.add_argument("--width", type=int, default=768, help="output width, a multiple of 8 (default 768)")
+    parser.add_argument("--height", type=int, default=768, help="output height, a multiple of 8 (default 768)")
+    parser.add_argument("--fps", type=float, default=24.0, help="video frame rate (default 24, as trained)")
+    parser.add_argument("--context-frames", type=int, default=12, help="frames per denoising window (default 12)")
+    parser.add_argument("--context-overlap", type=int, default=3, help="frames shared by neighbouring windows (default 3)")
+    parser.add_argument("--max-frames", type=int, default=None,
+                        help="cap on the number of frames (default: as long as the audio)")
+    parser.add_argument("--pose-policy", default="loop", choices=("trim", "loop", "pingpong", "hold"),
+                        help="how a pose sequence shorter than the audio is lengthened (default loop)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", default=None, choices=sorted(_DTYPES),
+                        help="weight dtype (default: float16 on cuda, float32 on cpu)")
+    parser.add_argument("--crf", type=int, default=None, help="libx264 quality (default: the encoder's, 23)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_args(args) -> None:
+    """Cheap checks of every argument and file, before anything is loaded."""
+    from ..errors import InputError, ModelFilesNotFoundError
+    from ..pipeline import check_positive, check_size, load_reference_image
+    from ..sampling.context import check_context
+
+    check_size(args.width, args.height)
+    if args.steps is not None:
+        check_positive("--steps", args.steps)
+    if args.max_frames is not None:
+        check_positive("--max-frames", args.max_frames)
+    if not args.fps > 0:
+        raise InputError(f"--fps must be positive (got {args.fps})")
+    if args.cfg is not None and not args.cfg >= 0:
+        raise InputError(f"--cfg must be >= 0 (got {args.cfg})")
+    check_context(args.context_frames, args.context_overlap)
+    if not Path(args.models).is_dir():
+        raise ModelFilesNotFoundError(f"model folder not found: {args.models}")
+    load_reference_image(args.image)  # raises InputError for a missing / non-image file
+    if not Path(args.audio).is_file():
+        raise InputError(f"audio file not found: {args.audio}")
+    if not Path(args.poses).exists():
+        raise InputError(f"pose sequence not found: {args.poses}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"--out must end in .mp4 (got {out.name})")
+    if not out.parent.is_dir():
+        raise InputError(f"output folder does not exist: {out.parent}")
+
+
+def _device_and_dtype(args):
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        from ..errors import InputError
+
+        raise InputError(f"bad --device {args.device!r}: {exc}") from None
+    name = _DTYPES[args.dtype] if args.dtype else ("float16" if device.type == "cuda" else "float32")
+    return device, getattr(torch, name)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import EchoMimicError, Interrupted
+
+    try:
+        return _run(args)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}; no output written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
+    except EchoMimicError as exc:
+        return _fail(str(exc))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..sampling import get_preset
+
+    _check_args(args)
+    preset = get_preset(args.preset)
+    device, dtype = _device_and_dtype(args)
+
+    # --- light inputs first: poses, audio decode, model files ---------------------------------------------
+    from ..audio import encode_audio, load_audio_encoder, load_waveform
+    from ..pose import fit_length, load_pose_sequence
+
+    poses = load_pose_sequence(args.poses)
+    if len(poses) < 1:
+        from ..errors import InputError
+
+        raise InputError(f"the pose sequence {args.poses} has no frames")
+    waveform = load_waveform(args.audio)  # raises InputError for unreadable/empty audio
+
+    from ..checkpoints import load_models
+
+    models = load_models(args.models, variant=preset.variant, dtype=dtype, device=device)
+    encoder = load_audio_encoder(models.audio_encoder_path, device=device)
+    features = encode_audio(encoder, waveform, fps=args.fps, sample_rate=16000)
+    del encoder
+    num_frames = features.num_frames if args.max_frames is None else min(features.num_frames, args.max_frames)
+    poses = fit_length(poses, num_frames, args.pose_policy)
+
+    from ..pipeline import EchoMimicPipeline
+    from ..video import VideoWriter
+
+    pipe = EchoMimicPipeline.from_models(models)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="win", desc="denoise", dynamic_ncols=True)
+
+    def progress(p):
+        if bar is not None:
+            bar.total = p.total
+            bar.set_description(p.phase if p.phase == "decode" else f"step {p.step + 1}/{p.num_steps}")
+            bar.n = p.done
+            bar.refresh()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with VideoWriter(args.out, fps=args.fps, audio=args.audio, crf=args.crf) as writer:
+                result = pipe.generate(
+                    args.image, features.frames(num_frames), poses, width=args.width, height=args.height,
+                    num_frames=num_frames, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
+                    context_frames=args.context_frames, context_overlap=args.context_overlap,
+                    preset=args.preset, on_frames=writer.write, on_progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"wrote {args.out}: {result.num_frames} frames at {args.fps:g} fps "
+          f"({result.num_frames / args.fps:.2f} s), {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, "
+          f"seed {result.seed}")
+    return 0

@@ -1,0 +1,73 @@
+"""``generate`` rejects bad input with a clear message before loading anything."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from echomimic_core.__main__ import main
+
+
+@pytest.fixture()
+def good(tmp_path, fixtures):
+    pose_dir = tmp_path / "poses"
+    pose_dir.mkdir()
+    for k in range(3):
+        shutil.copy(fixtures / "pose_drawing" / f"01_{k}.npy", pose_dir / f"{k}.npy")
+    return {"--models": str(fixtures / "weights"), "--image": str(fixtures / "pipeline" / "ref_image.png"),
+            "--audio": str(fixtures / "audio" / "input.wav"), "--poses": str(pose_dir),
+            "--out": str(tmp_path / "out.mp4")}
+
+
+def _argv(args, **extra):
+    merged = {**args, **extra}
+    argv = ["generate"]
+    for key, value in merged.items():
+        argv += [key, value]
+    return argv
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ({"--width": "60"}, "multiples of 8"),
+    ({"--height": "-8"}, "multiples of 8"),
+    ({"--steps": "0"}, "--steps"),
+    ({"--max-frames": "0"}, "--max-frames"),
+    ({"--fps": "0"}, "--fps"),
+    ({"--context-overlap": "12"}, "overlap"),
+    ({"--models": "/nonexistent/models"}, "model folder not found"),
+    ({"--audio": "/nonexistent.wav"}, "audio file not found"),
+    ({"--poses": "/nonexistent_poses"}, "pose sequence not found"),
+])
+def test_bad_arguments(good, capsys, extra, needle):
+    assert main(_argv(good, **{k: v for k, v in extra.items()})) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_not_an_image(good, tmp_path, capsys):
+    bogus = tmp_path / "ref.png"
+    bogus.write_bytes(b"\x00" * 100)
+    assert main(_argv(good, **{"--image": str(bogus)})) == 2
+    assert "not a readable image" in capsys.readouterr().err
+
+
+def test_bad_output_name(good, tmp_path, capsys):
+    assert main(_argv(good, **{"--out": str(tmp_path / "out.avi")})) == 2
+    assert main(_argv(good, **{"--out": str(tmp_path / "no" / "out.mp4")})) == 2
+    err = capsys.readouterr().err
+    assert ".mp4" in err and "does not exist" in err
+
+
+def test_not_audio(good, tmp_path, capsys):
+    bogus = tmp_path / "speech.wav"
+    bogus.write_text("this is not audio")
+    assert main(_argv(good, **{"--audio": str(bogus)})) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_bad_pose_file(good, tmp_path, capsys):
+    bogus = tmp_path / "poses.json"
+    bogus.write_text("{\"not\": \"poses\"}")
+    assert main(_argv(good, **{"--poses": str(bogus)})) == 2
+    assert "error:" in capsys.readouterr().err
