@@ -1,0 +1,515 @@
+"""Training data: the dataset folder format (see train/README.md), deterministic sampling, masks.
+
+Every random choice of a sample (which clip, which frames, which reference frame) is a pure function
+of (seed, global sample number). The global sample number of micro-batch `m` of optimizer step `s`
+is `(s·accum + m)·global_batch + rank·per_device_batch + j`, so
+  * resuming at step s re-creates exactly the same stream (the data position is the step), and
+  * N processes with per-device batch b see the same samples as 1 process with batch N·b.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import json
+import os
+import warnings
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+FORMAT = "echomimic-v2-train/1"
+KP_ARRAYS = {
+    "bodies": (18, 2), "bodies_score": (18,),
+    "hands": (2, 21, 2), "hands_score": (2, 21),
+    "faces": (68, 2), "faces_score": (68,),
+}
+LIPS = list(range(48, 68))
+HEAD_BODY_POINTS = (0, 14, 15, 16, 17)
+
+
+# ------------------------------------------------------------------------------------------------
+# seeded randomness
+
+
+def seed_of(*parts) -> int:
+    """A stable 63-bit seed from any printable parts (independent of PYTHONHASHSEED)."""
+    h = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+def rng_of(*parts) -> np.random.Generator:
+    return np.random.default_rng(seed_of(*parts))
+
+
+def torch_gen(*parts) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_of(*parts))
+
+
+# ------------------------------------------------------------------------------------------------
+# writing (preprocess, synthetic data, tests)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> None:
+    x = np.asarray(samples)
+    if x.dtype != np.int16:
+        x = (np.clip(x.astype(np.float64), -1.0, 1.0) * 32767.0).round().astype(np.int16)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes(x.tobytes())
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """16-bit PCM wav → float32 mono in [-1, 1] and its sample rate."""
+    with wave.open(str(path), "rb") as f:
+        if f.getsampwidth() != 2:
+            raise ValueError(f"{path}: expected 16-bit PCM")
+        n, ch, sr = f.getnframes(), f.getnchannels(), f.getframerate()
+        data = np.frombuffer(f.readframes(n), dtype=np.int16).astype(np.float32) / 32768.0
+    if ch > 1:
+        data = data.reshape(-1, ch).mean(1)
+    return data, sr
+
+
+def empty_keypoints(num_frames: int) -> dict:
+    out = {}
+    for k, shape in KP_ARRAYS.items():
+        fill = 0.0 if k.endswith("score") else -1.0
+        out[k] = np.full((num_frames,) + shape, fill, dtype=np.float32)
+    return out
+
+
+def write_clip(root: str | os.PathLike, clip_id: str, frames: Sequence[np.ndarray], audio: np.ndarray,
+               keypoints: dict, *, fps: int = 24, kind: str = "halfbody",
+               content_box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), regions: dict | None = None,
+               audio_features: np.ndarray | None = None, audio_encoder: str = "",
+               source: str = "", image_ext: str = ".png") -> Path:
+    """Write one clip in the dataset format. frames: RGB uint8 [H, W, 3] each; audio: 16 kHz mono."""
+    root = Path(root)
+    d = root / "clips" / clip_id
+    (d / "frames").mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    for i, fr in enumerate(frames):
+        if fr.shape[:2] != (h, w):
+            raise ValueError(f"clip {clip_id}: frame {i} has size {fr.shape[:2]}, expected {(h, w)}")
+        cv2.imwrite(str(d / "frames" / f"{i:06d}{image_ext}"), cv2.cvtColor(np.ascontiguousarray(fr), cv2.COLOR_RGB2BGR))
+    write_wav(d / "audio.wav", audio, 16000)
+    kp = {k: np.asarray(keypoints[k], dtype=np.float32) for k in KP_ARRAYS}
+    for k, shape in KP_ARRAYS.items():
+        if kp[k].shape != (len(frames),) + shape:
+            raise ValueError(f"keypoints[{k!r}] has shape {kp[k].shape}, expected {(len(frames),) + shape}")
+    np.savez(d / "keypoints.npz", **kp)
+    if regions is not None:
+        np.savez(d / "regions.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in regions.items()})
+    if audio_features is not None:
+        np.save(d / "audio_features.npy", np.asarray(audio_features, dtype=np.float16))
+        (d / "audio_features.json").write_text(json.dumps(
+            {"encoder": audio_encoder, "tokens": int(audio_features.shape[1])}))
+    meta = {"num_frames": len(frames), "fps": fps, "width": int(w), "height": int(h), "kind": kind,
+            "content_box": [float(v) for v in content_box], "source": source}
+    tmp = d / "meta.json.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, d / "meta.json")  # meta.json last: its presence marks a complete clip
+    return d
+
+
+def write_index(root: str | os.PathLike, fps: int = 24, bad_clips: dict | None = None) -> None:
+    root = Path(root)
+    clips = sorted(p.name for p in (root / "clips").iterdir() if (p / "meta.json").is_file())
+    idx = {"format": FORMAT, "fps": fps, "sample_rate": 16000, "clips": clips, "bad_clips": bad_clips or {}}
+    tmp = root / "dataset.json.tmp"
+    tmp.write_text(json.dumps(idx, indent=1))
+    os.replace(tmp, root / "dataset.json")
+
+
+# ------------------------------------------------------------------------------------------------
+# regions and pose dicts
+
+
+def _bbox(points: np.ndarray, scores: np.ndarray, dilate: float, thr: float = 0.0) -> np.ndarray:
+    ok = (points[:, 0] > 0.01) & (points[:, 1] > 0.01) & (scores > thr)
+    if not ok.any():
+        return np.full(4, -1.0, dtype=np.float32)
+    p = points[ok]
+    x0, y0 = p.min(0)
+    x1, y1 = p.max(0)
+    cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2 * dilate, (y1 - y0) / 2 * dilate
+    side = max(hw, hh, 0.02)  # never a degenerate box
+    hw, hh = max(hw, side * 0.5), max(hh, side * 0.5)
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh], dtype=np.float32)
+
+
+def default_regions(kp: dict) -> dict:
+    """lips/head/hands boxes from the keypoints (normalised xyxy, -1 rows where absent)."""
+    f = kp["faces"].shape[0]
+    lips = np.stack([_bbox(kp["faces"][i, LIPS], kp["faces_score"][i, LIPS], 1.5) for i in range(f)])
+    head = []
+    for i in range(f):
+        pts = np.concatenate([kp["faces"][i], kp["bodies"][i, list(HEAD_BODY_POINTS)]])
+        sc = np.concatenate([kp["faces_score"][i], kp["bodies_score"][i, list(HEAD_BODY_POINTS)]])
+        head.append(_bbox(pts, sc, 1.2))
+    hands = np.stack([np.stack([_bbox(kp["hands"][i, h], kp["hands_score"][i, h], 1.2) for h in range(2)])
+                      for i in range(f)])
+    return {"lips": lips, "head": np.stack(head), "hands": hands}
+
+
+def box_mask(box: np.ndarray, h: int, w: int) -> np.ndarray:
+    """[4] normalised xyxy box → float32 [h, w] mask (cells whose centre is inside); -1 box → zeros."""
+    m = np.zeros((h, w), dtype=np.float32)
+    if box[0] < 0 and box[2] < 0:
+        return m
+    ys = (np.arange(h) + 0.5) / h
+    xs = (np.arange(w) + 0.5) / w
+    m[:] = ((ys[:, None] >= box[1]) & (ys[:, None] <= box[3]) & (xs[None] >= box[0]) & (xs[None] <= box[2]))
+    return m
+
+
+def frame_dict(kp: dict, i: int) -> dict:
+    """Frame i of keypoints.npz → one pose frame in the official dict layout (echomimic_core.pose)."""
+    cand = kp["bodies"][i].astype(np.float64)
+    score = kp["bodies_score"][i].astype(np.float64)
+    subset = np.where(score > 0.3, np.arange(18, dtype=np.float64), -1.0)
+    return {
+        "bodies": {"candidate": cand, "subset": subset[None], "score": score[None]},
+        "hands": kp["hands"][i].astype(np.float64), "hands_score": kp["hands_score"][i].astype(np.float64),
+        "faces": kp["faces"][i][None].astype(np.float64), "faces_score": kp["faces_score"][i][None].astype(np.float64),
+    }
+
+
+def draw_pose(kp: dict, i: int, size: int, parts: str) -> np.ndarray:
+    """RGB uint8 [size, size, 3] pose image with the pose package's drawers.
+
+    parts: "hands" → the inference drawer (draw_hands, hands only, exactly as at inference);
+    "init" / "no_lips" / "no_head" → the full drawer with those parts."""
+    from echomimic_core.pose.draw import draw_full_pose, draw_hands
+
+    fr = frame_dict(kp, i)
+    if parts == "hands":
+        return draw_hands(fr, size, size)
+    return draw_full_pose(fr, size, size, parts=parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+
+
+@dataclass
+class Clip:
+    path: Path
+    clip_id: str
+    num_frames: int
+    width: int
+    height: int
+    kind: str
+    content_box: tuple
+    fps: int
+
+
+def list_clips(roots: Sequence[str | os.PathLike], kinds: Sequence[str] | None = None,
+               min_frames: int = 1) -> list[Clip]:
+    out = []
+    for root in roots:
+        root = Path(root)
+        idx_path = root / "dataset.json"
+        if idx_path.is_file():
+            idx = json.loads(idx_path.read_text())
+            if idx.get("format", FORMAT) != FORMAT:
+                raise ValueError(f"{idx_path}: unsupported format {idx.get('format')!r}, expected {FORMAT}")
+            ids = idx["clips"]
+        elif (root / "clips").is_dir():
+            ids = sorted(p.name for p in (root / "clips").iterdir() if (p / "meta.json").is_file())
+        else:
+            raise FileNotFoundError(f"{root}: not a training dataset (no dataset.json and no clips/); see train/README.md")
+        for cid in ids:
+            d = root / "clips" / cid
+            meta = json.loads((d / "meta.json").read_text())
+            if kinds and meta.get("kind", "halfbody") not in kinds:
+                continue
+            if meta["num_frames"] < min_frames:
+                warnings.warn(f"clip {d} has {meta['num_frames']} frames < {min_frames} needed; skipped")
+                continue
+            out.append(Clip(d, cid, int(meta["num_frames"]), int(meta["width"]), int(meta["height"]),
+                            meta.get("kind", "halfbody"), tuple(meta.get("content_box", (0, 0, 1, 1))),
+                            int(meta.get("fps", 24))))
+    return out
+
+
+def _frame_path(clip: Clip, i: int) -> Path:
+    for ext in (".png", ".jpg", ".jpeg"):
+        p = clip.path / "frames" / f"{i:06d}{ext}"
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"{clip.path}/frames/{i:06d}.png (or .jpg) missing")
+
+
+def load_frame(clip: Clip, i: int, size: int) -> np.ndarray:
+    img = cv2.imread(str(_frame_path(clip, i)), cv2.IMREAD_COLOR)
+    if img is None:
+        raise IOError(f"cannot read frame {i} of {clip.path}")
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.shape[:2] != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
+    return img
+
+
+class TrainDataset(Dataset):
+    """Items are addressed by the global sample number n (see module docstring).
+
+    Returns a dict of tensors:
+      ref      [3, S, S]     reference frame in [-1, 1]
+      target   [3, F, S, S]  target frame(s) in [-1, 1]
+      pose     [3, F, S, S]  pose images in [0, 1] (drawn with `pose_parts`)
+      audio    [F, N, 384]   whisper windows of the target frames
+      region   [F, S, S]     partial-attention mask (lips/head ∩ content box), ones if none
+      sample   int64         n
+    """
+
+    def __init__(self, clips: list[Clip], *, resolution: int, clip_frames: int = 1, frame_stride: int = 1,
+                 pose_parts: str = "init", region: str | None = None, seed: int = 0,
+                 audio_features: Callable[[Clip], np.ndarray] | None = None, repeat: int = 1):
+        if not clips:
+            raise ValueError("no usable clips (check data.roots / data.kinds and clip lengths)")
+        self.clips = clips
+        self.size = int(resolution)
+        self.clip_frames = int(clip_frames)
+        self.stride = int(frame_stride)
+        self.pose_parts = pose_parts
+        self.region = region
+        self.seed = seed
+        self.repeat = max(1, int(repeat))
+        self._audio_fn = audio_features or load_cached_audio_features
+        self._kp_cache: dict[str, dict] = {}
+        self._reg_cache: dict[str, dict] = {}
+        self._audio_cache: dict[str, np.ndarray] = {}
+
+    @property
+    def epoch_len(self) -> int:
+        return len(self.clips) * self.repeat
+
+    def __len__(self):  # nominal; the sampler addresses items by global sample number
+        return self.epoch_len
+
+    def _keypoints(self, clip: Clip) -> dict:
+        if clip.clip_id not in self._kp_cache:
+            with np.load(clip.path / "keypoints.npz") as z:
+                self._kp_cache[clip.clip_id] = {k: z[k] for k in KP_ARRAYS}
+        return self._kp_cache[clip.clip_id]
+
+    def _regions(self, clip: Clip) -> dict:
+        if clip.clip_id not in self._reg_cache:
+            p = clip.path / "regions.npz"
+            if p.is_file():
+                with np.load(p) as z:
+                    reg = {k: z[k] for k in z.files}
+            else:
+                reg = default_regions(self._keypoints(clip))
+            self._reg_cache[clip.clip_id] = reg
+        return self._reg_cache[clip.clip_id]
+
+    def _audio(self, clip: Clip) -> np.ndarray:
+        if clip.clip_id not in self._audio_cache:
+            self._audio_cache[clip.clip_id] = self._audio_fn(clip)
+        return self._audio_cache[clip.clip_id]
+
+    def locate(self, n: int) -> tuple[Clip, list[int], int]:
+        """Global sample number → (clip, target frame indices, reference frame index)."""
+        epoch, pos = divmod(int(n), self.epoch_len)
+        perm = rng_of(self.seed, "perm", epoch).permutation(self.epoch_len)
+        clip = self.clips[perm[pos] % len(self.clips)]
+        rng = rng_of(self.seed, "sample", n)
+        span = (self.clip_frames - 1) * self.stride + 1
+        if span > clip.num_frames:
+            stride = max(1, (clip.num_frames - 1) // max(1, self.clip_frames - 1))
+            span = (self.clip_frames - 1) * stride + 1
+            if span > clip.num_frames:
+                raise ValueError(f"clip {clip.path} has {clip.num_frames} frames < clip_frames {self.clip_frames}")
+        else:
+            stride = self.stride
+        start = int(rng.integers(0, clip.num_frames - span + 1))
+        frames = [start + k * stride for k in range(self.clip_frames)]
+        if clip.num_frames > 1:
+            ref = int(rng.integers(0, clip.num_frames - 1))
+            if self.clip_frames == 1 and ref >= frames[0]:
+                ref += 1  # reference ≠ target in stage 1
+        else:
+            ref = 0
+        return clip, frames, ref
+
+    def __getitem__(self, n: int) -> dict:
+        clip, frames, ref = self.locate(n)
+        s = self.size
+        to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1.0  # noqa: E731
+        ref_img = to_t(load_frame(clip, ref, s))
+        target = torch.stack([to_t(load_frame(clip, i, s)) for i in frames], dim=1)
+        kp = self._keypoints(clip)
+        pose = torch.stack([torch.from_numpy(draw_pose(kp, i, s, self.pose_parts)).permute(2, 0, 1).float() / 255.0
+                            for i in frames], dim=1)
+        feats = self._audio(clip)
+        idx = np.clip(np.asarray(frames), 0, len(feats) - 1)
+        audio = torch.from_numpy(np.asarray(feats[idx], dtype=np.float32))
+        content = box_mask(np.asarray(clip.content_box, dtype=np.float32), s, s)
+        if self.region in ("lips", "head"):
+            boxes = self._regions(clip)[self.region]
+            region = np.stack([box_mask(boxes[min(i, len(boxes) - 1)], s, s) * content for i in frames])
+        else:
+            region = np.ones((len(frames), s, s), dtype=np.float32)
+        return {"ref": ref_img, "target": target, "pose": pose, "audio": audio,
+                "region": torch.from_numpy(region), "sample": torch.tensor(int(n), dtype=torch.long)}
+
+
+def load_cached_audio_features(clip: Clip) -> np.ndarray:
+    p = clip.path / "audio_features.npy"
+    if not p.is_file():
+        raise FileNotFoundError(f"{p} missing: run train/preprocess.py, or set data.audio_features: compute")
+    return np.load(p, mmap_mode="r")
+
+
+class StepSampler(Sampler):
+    """Infinite stream of global sample numbers for one process, starting at optimizer step `start_step`."""
+
+    def __init__(self, per_device_batch: int, num_processes: int, rank: int, accum: int, start_step: int = 0):
+        self.b, self.p, self.r, self.a, self.start = per_device_batch, num_processes, rank, accum, start_step
+
+    def __iter__(self) -> Iterator[int]:
+        gb = self.b * self.p
+        s = self.start
+        while True:
+            for m in range(self.a):
+                base = (s * self.a + m) * gb + self.r * self.b
+                yield from range(base, base + self.b)
+            s += 1
+
+    def __len__(self):  # DataLoader never needs it for an infinite stream, but keep it large
+        return 1 << 62
+
+
+# ------------------------------------------------------------------------------------------------
+# audio features (cached in the dataset, or computed once per run)
+
+
+def compute_audio_features(wav_path: Path, encoder, fps: float, num_frames: int) -> np.ndarray:
+    """Whisper windows [num_frames, tokens, 384] (float16) with echomimic_core's audio path; frames past the
+    audio's end reuse the last window (the clamp the inference windows use)."""
+    from echomimic_core.audio import encode_audio
+
+    feats = encode_audio(encoder, str(wav_path), fps=fps)
+    chunks = feats.chunks.float().numpy()
+    idx = np.clip(np.arange(num_frames), 0, len(chunks) - 1)
+    return chunks[idx].astype(np.float16)
+
+
+def ensure_audio_features(clips: list[Clip], mode: str, cache_dir: Path, encoder_path: str | None,
+                          is_main: bool = True, wait: Callable[[], None] | None = None) -> Callable[[Clip], np.ndarray]:
+    """Returns the per-clip feature source for TrainDataset.
+
+    mode "cached": use clips' audio_features.npy (error if missing); "compute": always recompute into
+    cache_dir; "auto": cached when present, else compute. Only the main process computes; the others wait."""
+    if mode not in ("auto", "cached", "compute"):
+        raise ValueError("data.audio_features must be auto | cached | compute")
+    todo = []
+    for c in clips:
+        has = (c.path / "audio_features.npy").is_file()
+        if mode == "cached" and not has:
+            raise FileNotFoundError(f"{c.path}/audio_features.npy missing (data.audio_features: cached)")
+        if mode == "compute" or (mode == "auto" and not has):
+            todo.append(c)
+    paths = {c.clip_id: c.path / "audio_features.npy" for c in clips}
+    if todo:
+        cache_dir = Path(cache_dir)
+        for c in todo:
+            paths[c.clip_id] = cache_dir / f"{c.clip_id}_{seed_of(c.path.resolve()) % 10**8:08d}.npy"
+        missing = [c for c in todo if not paths[c.clip_id].is_file()]
+        if missing and is_main:
+            if not encoder_path:
+                raise FileNotFoundError("clips without audio_features.npy need data.audio_encoder (whisper tiny.pt)")
+            from echomimic_core.audio import load_audio_encoder
+
+            enc = load_audio_encoder(encoder_path)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            for c in missing:
+                arr = compute_audio_features(c.path / "audio.wav", enc, c.fps, c.num_frames)
+                tmp = paths[c.clip_id].with_suffix(".tmp.npy")
+                np.save(tmp, arr)
+                os.replace(tmp, paths[c.clip_id])
+        if wait is not None:
+            wait()
+
+    return FeatureFiles(paths)
+
+
+class FeatureFiles:
+    """clip → its whisper windows (memory-mapped .npy); picklable for DataLoader workers."""
+
+    def __init__(self, paths: dict):
+        self.paths = dict(paths)
+
+    def __call__(self, clip: Clip) -> np.ndarray:
+        return np.load(self.paths[clip.clip_id], mmap_mode="r")
+
+
+# ------------------------------------------------------------------------------------------------
+# a tiny generated dataset (tests, smoke runs)
+
+
+def write_tiny_dataset(root: str | os.PathLike, *, num_clips: int = 2, num_frames: int = 8, size: int = 64,
+                       tokens: int = 20, seed: int = 0, kinds: Sequence[str] = ("halfbody",),
+                       with_features: bool = True) -> Path:
+    """A small dataset in the training format: a coloured "person" (head disc, body box, hands) that
+    moves a little per frame, keypoints that match the drawing, a sine-tone wav, and (optionally) random
+    cached whisper windows [F, tokens, 384]. For tests and smoke runs; not for learning anything."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for c in range(num_clips):
+        kind = kinds[c % len(kinds)]
+        bg = rng.integers(0, 80, 3)
+        col = rng.integers(120, 255, 3)
+        frames, kp = [], empty_keypoints(num_frames)
+        for i in range(num_frames):
+            dx = 0.03 * math.sin(2 * math.pi * (i / max(1, num_frames) + c * 0.3))
+            img = np.zeros((size, size, 3), np.uint8)
+            img[:] = bg
+            cx, hy = 0.5 + dx, 0.25
+            cv2.circle(img, (int(cx * size), int(hy * size)), max(2, size // 8), [int(v) for v in col], -1)
+            cv2.rectangle(img, (int((cx - 0.2) * size), int(0.42 * size)), (int((cx + 0.2) * size), size - 1),
+                          [int(v) // 2 for v in col[::-1]], -1)
+            mouth_open = 0.01 + 0.01 * (i % 3)
+            cv2.ellipse(img, (int(cx * size), int((hy + 0.06) * size)), (max(1, size // 32), max(1, int(mouth_open * size))),
+                        0, 0, 360, (30, 0, 0), -1)
+            frames.append(img)
+            body = kp["bodies"][i]
+            body[0] = (cx, hy + 0.02)
+            body[1] = (cx, 0.42)
+            body[2], body[5] = (cx - 0.18, 0.45), (cx + 0.18, 0.45)
+            body[3], body[6] = (cx - 0.22, 0.62), (cx + 0.22, 0.62)
+            body[4], body[7] = (cx - 0.2, 0.78), (cx + 0.2, 0.78)
+            body[14], body[15], body[16], body[17] = (cx - 0.03, hy - 0.02), (cx + 0.03, hy - 0.02), \
+                (cx - 0.09, hy), (cx + 0.09, hy)
+            kp["bodies_score"][i, :8] = 0.9
+            kp["bodies_score"][i, 14:] = 0.9
+            for hnd, hx in ((0, cx + 0.2), (1, cx - 0.2)):
+                ang = np.linspace(-0.8, 0.8, 21)
+                kp["hands"][i, hnd, :, 0] = hx + 0.05 * np.sin(ang)
+                kp["hands"][i, hnd, :, 1] = 0.8 + 0.06 * np.abs(np.cos(ang)) + 0.01 * np.arange(21) / 21
+                kp["hands_score"][i, hnd] = 0.9
+            t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+            kp["faces"][i, :, 0] = cx + 0.08 * np.cos(t)
+            kp["faces"][i, :, 1] = hy + 0.1 * np.sin(t)
+            kp["faces"][i, 48:68, 0] = cx + 0.03 * np.cos(t[:20] * 3.4)
+            kp["faces"][i, 48:68, 1] = hy + 0.06 + mouth_open * np.sin(t[:20] * 3.4)
+            kp["faces_score"][i] = 0.9
+        n_audio = int(num_frames / 24 * 16000) + 160
+        audio = 0.3 * np.sin(2 * np.pi * (200 + 50 * c) * np.arange(n_audio) / 16000)
+        feats = rng.standard_normal((num_frames, tokens, 384)).astype(np.float16) if with_features else None
+        content = (0.0, 0.0, 1.0, 1.0) if kind != "headshot" else (0.1, 0.0, 0.9, 0.8)
+        write_clip(root, f"clip_{c:04d}", frames, audio, kp, kind=kind, content_box=content,
+                   audio_features=feats, audio_encoder="random_for_tests", source="write_tiny_dataset")
+    write_index(root)
+    return root
