@@ -540,18 +540,24 @@ def _round_bank(bank, dtype):
         return type(bank)((k, _round_bank(v, dtype)) for k, v in bank.items())
     if isinstance(bank, (list, tuple)):
         return type(bank)(_round_bank(v, dtype) for v in bank)
-    if hasattr(bank, "map"):
-        return bank.map(lambda v: v.to(dtype).to(v.dtype))
+    features = getattr(bank, "features", None)  # models.attention.ReferenceBank
+    if isinstance(features, dict):
+        return type(bank)({k: v.to(dtype).to(v.dtype) for k, v in features.items()})
     return bank
 
 
 def _call_reference(unet, latents: torch.Tensor, timestep: torch.Tensor):
     """ReferenceNet forward that returns its bank (the first LayerNorm output of every transformer block)."""
-    for name in ("compute_bank", "reference_bank", "write_bank"):
-        fn = getattr(unet, name, None)
-        if callable(fn):
-            return fn(latents, timestep)
-    return unet(latents, timestep)
+    fn = getattr(unet, "compute_bank", None)
+    if callable(fn):
+        return fn(latents, timestep)
+    out = unet(latents, timestep)
+    bank = getattr(out, "reference_bank", None)
+    if bank is None and isinstance(out, (tuple, list)) and len(out) == 2:
+        bank = out[1]
+    if bank is None:
+        raise TypeError(f"{type(unet).__name__} did not return a reference bank")
+    return bank
 
 
 def _call_denoiser(unet, sample, timestep, audio, pose_features, bank, reference_mask) -> torch.Tensor:
