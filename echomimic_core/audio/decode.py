@@ -23,6 +23,7 @@ SAMPLE_RATE = 16000
 """Sample rate of every waveform handed to the mel front end."""
 
 _LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+_SILENCE_PEAK = 3  # int16 LSBs; -80 dBFS. Dithered "digital silence" wavs carry +-1 LSB.
 _CHUNK = 1 << 16  # samples per frame fed to the resampler (its output does not depend on the split)
 
 
@@ -41,10 +42,11 @@ def _finish(parts: list[np.ndarray], what: str) -> np.ndarray:
     if pcm.size == 0:
         raise InputError(f"{what} contains no audio samples (empty clip). Give a clip with some sound in it.")
     wave = pcm.astype(np.float32) / 32768.0
-    if not np.any(pcm):
+    peak = int(np.abs(pcm.astype(np.int32)).max())
+    if peak <= _SILENCE_PEAK:
         warnings.warn(
-            f"{what} is completely silent (all samples are 0); the features will be those of silence "
-            "and the animated mouth will not move.",
+            f"{what} is silent (peak {peak} of 32768, below -80 dBFS); the features will be those of "
+            "silence and the animated mouth will not move. Check that the right clip/track was given.",
             stacklevel=3,
         )
     return wave
