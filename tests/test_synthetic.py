@@ -240,3 +240,26 @@ def test_cli_without_media(tmp_path):
 def test_rejects_bad_size(tmp_path):
     with pytest.raises(ValueError):
         syn.generate_dataset(tmp_path / "x", clips=1, frames=1, size=60)
+
+
+def test_trainer_reads_the_dataset(dataset):
+    data = pytest.importorskip("train.data")
+    clips = data.list_clips([dataset])
+    assert len(clips) == 3 and all(c.num_frames == FRAMES and c.width == SIZE for c in clips)
+    ds = data.TrainDataset(clips, resolution=SIZE, clip_frames=1, pose_parts="hands", region="lips",
+                           audio_features=lambda c: np.zeros((c.num_frames, 50, 384), np.float16))
+    item = ds[0]
+    assert tuple(item["target"].shape) == (3, 1, SIZE, SIZE)
+    assert float(item["pose"].max()) > 0.5  # the hands are drawn
+    region = item["region"][0].numpy()
+    assert 0 < region.mean() < 0.2  # a lips box, not the whole frame
+
+
+def test_lips_region_covers_the_open_mouth(dataset):
+    for d in _all_clip_dirs(dataset):
+        lips = np.load(d / "regions.npz")["lips"]
+        faces = np.load(d / "keypoints.npz")["faces"]
+        assert np.allclose(lips, lips[0])  # one box per clip
+        pts = faces[:, 48:68]
+        assert (pts[..., 0] >= lips[0, 0]).all() and (pts[..., 0] <= lips[0, 2]).all()
+        assert (pts[..., 1] >= lips[0, 1]).all() and (pts[..., 1] <= lips[0, 3]).all()

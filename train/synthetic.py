@@ -735,12 +735,14 @@ def clip_arrays(poses: list) -> dict[str, np.ndarray]:
 
 
 def region_arrays(poses: list, fig: Figure) -> dict[str, np.ndarray]:
-    """regions.npz: lips box (face points 48-67, dilated x1.5, at least the fully open mouth's box
-    would not be needed: per frame), head box (face points + head body points, x1.2), hand boxes."""
+    """regions.npz: lips box = box of the lip landmarks of the FULLY OPEN mouth dilated x1.5 (the same
+    in every frame, so the lips partial-attention mask always covers the whole range the mouth can take,
+    also in closed-mouth frames), head box (face points + head body points, x1.2), hand boxes."""
+    lips_box = _box(face_landmarks(fig, 1.0)[48:68], 1.5)
     lips, head, hands = [], [], []
     for p in poses:
         f = p["faces"][0]
-        lips.append(_box(f[48:68], 1.5))
+        lips.append(lips_box)
         c = p["bodies"]["candidate"]
         head.append(_box(np.concatenate([f, c[[0, 14, 15, 16, 17]]]), 1.2))
         hands.append(np.stack([_box(p["hands"][h], 1.0) for h in range(2)]))
