@@ -353,17 +353,44 @@ class EchoMimicPipeline:
 
     @torch.no_grad()
     def reference_bank(self, ref_latents: torch.Tensor):
-        """Run the ReferenceNet once (t = 0) and return the bank, rounded to ``bank_dtype``."""
+        """Run the ReferenceNet once (t = 0) and return the bank keyed for the denoiser's blocks.
+
+        The official fp16 rounding of the bank (quirk 4) is applied by the denoiser's reference read
+        (``reference_dtype=bank_dtype``); for a denoiser without that argument it is applied here.
+        """
         unet = self.reference_unet
         device, dtype = self._module_device(unet), self._module_dtype(unet)
         timestep = torch.zeros((), dtype=torch.long, device=device)
         bank = _call_reference(unet, ref_latents.to(device, dtype), timestep)
-        return _round_bank(bank, self.bank_dtype)
+        pairing = self._reference_pairing()
+        if pairing is not None and hasattr(bank, "remap") and any(k != v for k, v in pairing.items()):
+            bank = bank.remap(pairing)
+        if not _accepts(self.denoising_unet, "reference_dtype"):
+            bank = _round_bank(bank, self.bank_dtype)
+        return bank
+
+    def _reference_pairing(self):
+        if not (hasattr(self.reference_unet, "reference_block_order")
+                and hasattr(self.denoising_unet, "reference_block_order")):
+            return None
+        from .models import reference_pairing
+
+        return reference_pairing(self.reference_unet, self.denoising_unet)
 
     @torch.no_grad()
     def denoise(self, sample, timestep, audio, pose_features, bank, reference_mask) -> torch.Tensor:
-        """One denoiser forward on a window batch; see :func:`_call_denoiser`."""
-        return _call_denoiser(self.denoising_unet, sample, timestep, audio, pose_features, bank, reference_mask)
+        """One denoiser forward on a window batch ``[b, C, f, h, w]`` -> v-prediction of the same shape.
+
+        ``audio`` [b, f, tokens, C], ``pose_features`` [b, C0, f, h, w], ``reference_mask`` [b] bool (which
+        batch elements read the reference bank; the CFG unconditional half does not)."""
+        kwargs = dict(audio=audio, pose_features=pose_features, reference_bank=bank,
+                      reference_mask=torch.as_tensor(list(reference_mask), dtype=torch.bool, device=sample.device))
+        if _accepts(self.denoising_unet, "reference_dtype"):
+            kwargs["reference_dtype"] = self.bank_dtype
+        out = self.denoising_unet(sample, timestep, **kwargs)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return getattr(out, "sample", out)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 1):
@@ -560,12 +587,11 @@ def _call_reference(unet, latents: torch.Tensor, timestep: torch.Tensor):
     return bank
 
 
-def _call_denoiser(unet, sample, timestep, audio, pose_features, bank, reference_mask) -> torch.Tensor:
-    out = unet(sample, timestep, audio=audio, pose_features=pose_features, reference_bank=bank,
-               reference_mask=reference_mask)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return getattr(out, "sample", out)
+def _accepts(module, name: str) -> bool:
+    try:
+        return name in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def _motion_max_frames(unet) -> int | None:

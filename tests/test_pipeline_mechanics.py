@@ -72,6 +72,7 @@ class FakeDenoiser(nn.Module):
         b, c, f, h, w = sample.shape
         assert audio.shape[:2] == (b, f) and pose_features.shape[0] == b and pose_features.shape[2] == f
         assert len(reference_mask) == b
+        reference_mask = [bool(m) for m in reference_mask]
         self.calls.append((b, f, list(reference_mask), audio.abs().flatten(1).sum(1).tolist(),
                            pose_features.abs().flatten(1).sum(1).tolist()))
         ref = reference_bank[0].mean(1)  # [1, 4]
