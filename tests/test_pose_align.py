@@ -114,3 +114,24 @@ def test_get_pose_params_and_crop_reference(media: Path):
     assert len(seq) == 2 and seq.draw_params == tuple(params2["draw_pose_params"])
     w_min, w_max, h_min, h_max = params2["pose_params"]
     assert np.allclose(seq[0]["hands"][0, 0, 0], (frame["hands"][0, 0, 0] - w_min) / (w_max - w_min))
+
+
+def test_extract_sequence_with_any_extractor(media: Path):
+    from echomimic_core.pose import extract_sequence, official_frame_stride
+
+    src = load_pose_sequence(media / "pose" / "01").select(range(6))
+    dets = [_transform(f, 0.5, 200.0, 300.0, out=(1000, 800)) for f in src.frames]
+    dets[3] = empty_frame(1)  # detection failed on one frame: it does not break the box
+    it = iter(dets)
+    frames = (np.zeros((1000, 800, 3), np.uint8) for _ in range(6))
+    seen = []
+    seq, params = extract_sequence(frames, lambda img: next(it), fps=25.0, progress=seen.append)
+    assert len(seq) == 6 and seq.fps == 25.0 and seen == list(range(6))
+    assert params == get_pose_params([d for i, d in enumerate(dets) if i != 3], 1000, 800)
+    assert [f["num"] for f in seq.frames] == list(range(6))
+    it = iter(dets)
+    raw, none = extract_sequence((np.zeros((1000, 800, 3), np.uint8) for _ in range(6)), lambda img: next(it), align=False)
+    assert none is None and np.array_equal(raw[0]["hands"], dets[0]["hands"])
+    with pytest.raises(InputError):
+        extract_sequence([], lambda img: empty_frame())
+    assert official_frame_stride(30) == 1 and official_frame_stride(60) == 2 and official_frame_stride(12) == 1

@@ -144,3 +144,23 @@ def test_full_pose_with_body_only_darkens_sticks():
     assert tuple(mid) == (0, 0, 153)
     # joint circle of the neck: colour (255, 85, 0) as BGR -> RGB (0, 85, 255)
     assert tuple(img[240, 400]) == (0, 85, 255)
+
+
+# sha256 of the official draw_pose(pose, H, W, ref_w) output (HWC RGB), computed once with the official
+# src/models/dwpose/util.py on the shared demo frames (opencv 4.11); our full drawer must match it.
+OFFICIAL_DRAW_POSE_SHA256 = [
+    ("fight", 13, 256, 256, 800, "41aafdcfb3f54298e40041fea6c13c5adffb39c970dc5839393b3710a740b054"),
+    ("01", 40, 192, 128, 800, "2632c2f0a87cb8c1122c70b67895a185c8073fe277556f74b7f0ca2f792d17e9"),
+    ("01", 0, 768, 768, 1080, "d0cb560db1482758df90406821001073dd3999ba3cfce30ea4ed6b342b92054b"),
+]
+
+
+@pytest.mark.parametrize("name,k,H,W,ref_w,digest", OFFICIAL_DRAW_POSE_SHA256)
+def test_full_pose_matches_official_draw_pose(media: Path, name, k, H, W, ref_w, digest):
+    import hashlib
+
+    from echomimic_core.pose import draw_full_pose_canvas
+
+    frame = load_pose_sequence(media / "pose" / name)[k]
+    img = np.ascontiguousarray(draw_full_pose_canvas(frame, H, W, "init", ref_w=ref_w))
+    assert hashlib.sha256(img.tobytes()).hexdigest() == digest

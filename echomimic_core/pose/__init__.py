@@ -20,6 +20,8 @@ Extraction (``__call__(rgb_uint8) -> frame dict``)
     ``DWPoseExtractor(model_dir=None, models_root=None)`` - onnxruntime on local
     ``yolox_l.onnx`` + ``dw-ll_ucoco_384.onnx``; ``find_dwpose_files(...)``.
     ``MediaPipeExtractor()`` - mediapipe 0.10.21 Holistic, no download.
+    ``extract_sequence(frames, extractor, fps=24, align=True)`` - driving video frames -> (sequence,
+    box params), the official preprocessing; ``official_frame_stride(avg_fps)``.
 Alignment
     ``align_to_reference(seq, reference_keypoints, reference_size=(768, 768), anchor="all")``,
     ``crop_reference(image, keypoints)``, ``get_pose_params(...)``, ``resize_and_pad(...)``,
@@ -34,6 +36,7 @@ from .align import (align_to_reference, crop_reference, frame_anchors, get_pose_
 from .draw import (ALL_PARTS, POSE_CONDITIONS, draw_full_pose, draw_full_pose_canvas, draw_hands,
                    draw_pose_select_v2, render_frames)
 from .dwpose import DET_FILE, POSE_FILE, DWPoseExtractor, find_dwpose_files
+from .extract import extract_sequence, official_frame_stride
 from .formats import (BASE_SIZE, FULL_CANVAS, PoseSequence, empty_frame, normalize_frame, scale_draw_params,
                       validate_draw_params)
 from .io import load_pose_sequence, save_official_folder, save_pose_sequence
@@ -46,7 +49,7 @@ __all__ = [
     "normalize_frame", "empty_frame", "scale_draw_params", "validate_draw_params", "BASE_SIZE", "FULL_CANVAS",
     "draw_hands", "draw_pose_select_v2", "draw_full_pose", "draw_full_pose_canvas", "render_frames",
     "POSE_CONDITIONS", "ALL_PARTS",
-    "DWPoseExtractor", "find_dwpose_files", "DET_FILE", "POSE_FILE", "MediaPipeExtractor",
+    "DWPoseExtractor", "find_dwpose_files", "extract_sequence", "official_frame_stride", "DET_FILE", "POSE_FILE", "MediaPipeExtractor",
     "align_to_reference", "crop_reference", "get_pose_params", "resize_and_pad", "resize_and_pad_param",
     "sequence_from_detections", "normalize_to_box", "main_person", "frame_anchors",
     "fit_length", "fit_length_indices", "POLICIES",

@@ -143,16 +143,28 @@ def resize_and_pad(img: np.ndarray, max_size: int = BASE_SIZE) -> tuple[np.ndarr
 
 
 def get_pose_params(detections: Sequence[dict], height: int, width: int, max_size: int = BASE_SIZE,
-                    bottom_margin: float = 0.05, clamp_left: bool = True) -> dict:
+                    bottom_margin: float = 0.05, clamp_left: bool = True, skip_invalid: bool = False) -> dict:
     """The official ``get_pose_params`` on detections normalised to an image of ``height`` x ``width``.
 
     ``bottom_margin`` 0.05 = demo notebook, 0.5 = EMTD ``preprocess.py``; ``clamp_left`` = the
-    notebook's ``w0 < 0`` fix. Returns ``{"draw_pose_params": [6 ints], "pose_params": [w_min,
+    notebook's ``w0 < 0`` fix. ``skip_invalid``: ignore frames without a usable person (video
+    frames where detection failed) instead of raising. Returns ``{"draw_pose_params": [6 ints], "pose_params": [w_min,
     w_max, h_min, h_max] (normalised box), "video_params": [h0, h1, w0, w1] (pixel crop)}``.
     """
-    a = np.array([frame_anchors(f) for f in detections]) if len(detections) else None
-    if a is None:
+    if not len(detections):
         raise InputError("get_pose_params needs at least one detection")
+    if skip_invalid:
+        found = []
+        for f in detections:
+            try:
+                found.append(frame_anchors(f))
+            except InputError:
+                pass
+        if not found:
+            raise InputError("no frame shows a usable person (face and shoulders): cannot find the upper-body box")
+        a = np.array(found)
+    else:
+        a = np.array([frame_anchors(f) for f in detections])
     mid, h_min, h_max = float(a[:, 0].mean()), float(a[:, 1].min()), float(a[:, 2].max())
     m = (h_max - h_min) * 0.25
     h_min = max(h_min - m * 0.65, 0)
@@ -184,8 +196,9 @@ def normalize_to_box(frame: dict, pose_params: Sequence[float]) -> dict:
 def sequence_from_detections(detections: Sequence[dict], height: int, width: int, max_size: int = BASE_SIZE,
                              bottom_margin: float = 0.05, fps: float = 24.0) -> tuple[PoseSequence, dict]:
     """Official driving-video preprocessing: main person per frame, one box for the whole clip,
-    keypoints re-normalised to it, ``draw_pose_params`` from the box. Returns (sequence, params)."""
-    params = get_pose_params(detections, height, width, max_size, bottom_margin)
+    keypoints re-normalised to it, ``draw_pose_params`` from the box. Frames without a usable person
+    do not count for the box (their points stay where they are). Returns (sequence, params)."""
+    params = get_pose_params(detections, height, width, max_size, bottom_margin, skip_invalid=True)
     frames = []
     for k, det in enumerate(detections):
         f = normalize_to_box(main_person(det), params["pose_params"])

@@ -27,7 +27,6 @@ pass RGB ``uint8 [H, W, 3]``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
