@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from echomimic_core.errors import InputError
-from echomimic_core.pose import (POSE_CONDITIONS, PoseSequence, draw_full_pose, draw_hands, draw_pose_select_v2,
+from echomimic_core.pose import (POSE_CONDITIONS, draw_full_pose, draw_hands, draw_pose_select_v2,
                                  load_pose_sequence, render_frames, safe_load_npy, scale_draw_params)
 
 

@@ -172,7 +172,7 @@ def scale_draw_params(params: Sequence[int], height: int, width: int,
     return re2 - rb2, ce2 - cb2, rb2, re2, cb2, ce2
 
 
-@dataclass
+@dataclass(eq=False)
 class PoseSequence:
     """A hand/body pose sequence: per-frame dicts in the official layout plus canvas parameters.
 
