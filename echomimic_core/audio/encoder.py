@@ -198,7 +198,13 @@ def _encoder_from_state_dict(config, state: dict[str, torch.Tensor], dtype, devi
                 f"expected {tuple(own[key].shape)} from the config."
             )
     # fp16 checkpoints (incl. the positional table) are upcast exactly; compute happens in `dtype`.
-    state = {k: v.to(device=device, dtype=dtype).contiguous().clone() for k, v in state.items()}
+    converted = {}
+    for key, tensor in state.items():
+        out = tensor.to(device=device, dtype=dtype).contiguous()
+        if out.data_ptr() == tensor.data_ptr():  # same storage: detach from the checkpoint's memory map
+            out = out.clone()
+        converted[key] = out
+    state = converted
     encoder.load_state_dict(state, strict=True, assign=True)
     return WhisperFeatureEncoder(encoder)
 
