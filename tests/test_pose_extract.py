@@ -11,8 +11,6 @@ import pytest
 from echomimic_core.errors import ModelFilesNotFoundError
 from echomimic_core.pose import DWPoseExtractor, draw_hands, find_dwpose_files, normalize_frame
 
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 # --------------------------------------------------------------------------- stand-in models
 IMG_H, IMG_W = 480, 320
@@ -21,8 +19,10 @@ BOX2 = (250.0, 100.0, 310.0, 200.0)    # a second, weaker person
 POSE_H, POSE_W = 256, 192              # deliberately not 384x288: must be read from the onnx input
 
 
-def _const_model(inp_name: str, inp_shape, outputs: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """outputs[k] = const_k + 0 * mean(input): runs on any input of that shape."""
+def _const_model(inp_name: str, inp_shape, outputs: dict[str, np.ndarray]):
+    """outputs[k] = const_k + 0 * mean(input): runs on any input of that shape (onnx helper API)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
     nodes = [helper.make_node("ReduceMean", [inp_name], ["m"], axes=[1, 2, 3], keepdims=0),
              helper.make_node("Mul", ["m", "zero"], ["z"])]
     inits = [numpy_helper.from_array(np.zeros(1, np.float32), "zero")]
@@ -92,6 +92,7 @@ def _pose_outputs(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def standin_dir(tmp_path_factory) -> Path:
+    onnx = pytest.importorskip("onnx")
     d = tmp_path_factory.mktemp("models") / "echomimic_v2" / "dwpose"
     d.mkdir(parents=True)
     onnx.save(_const_model("images", [1, 3, 640, 640], {"output": _detector_output()}), d / "yolox_l.onnx")
@@ -156,6 +157,8 @@ def test_dwpose_standin_full_path(standin_dir: Path):
 
 
 def test_dwpose_no_person_uses_whole_image(standin_dir: Path, tmp_path: Path):
+    import onnx
+
     empty = tmp_path / "empty"
     empty.mkdir()
     onnx.save(_const_model("images", [1, 3, 640, 640], {"output": np.zeros((1, 8400, 85))}), empty / "yolox_l.onnx")
