@@ -112,3 +112,15 @@ def test_readme_worked_example():
     assert feature_positions(80000) == 250
     assert chunk_count(250, 24) == 122
     assert video_frame_count(5.0, 24) == 120
+
+
+def test_comfy_audio_dict_gives_the_same_chunks(encoder, level, fps):
+    t = level["tensors"]
+    audio = {"waveform": t["waveform_f32"][None, None], "sample_rate": 16000}
+    from_dict = encode_audio(encoder, audio, fps=fps)
+    from_file = encode_audio(encoder, level["wav"], fps=fps)
+    assert torch.equal(from_dict.chunks, from_file.chunks)
+    # usable in a training graph (no inference-mode tensors)
+    proj = torch.nn.Linear(from_dict.chunks.shape[-1], 4)
+    proj(from_dict.frames()).sum().backward()
+    assert proj.weight.grad is not None

@@ -157,7 +157,7 @@ class WhisperFeatureEncoder(nn.Module):
             raise RuntimeError(f"captured {len(states)} encoder states, expected {self.num_states}")
         return torch.stack(states, dim=1)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the trainer feeds these into autograd graphs
     def embeddings(self, mel: torch.Tensor, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Whole-clip log-mel [n_mels, M] -> [sum_k floor(n_valid_k / 2), n_layer + 1, d_model] on CPU.
 
