@@ -251,7 +251,10 @@ def _hf_encoder_tensors(folder: Path) -> dict[str, torch.Tensor]:
         prefix = _encoder_prefix([k for _, k in keys], folder)
         return {k[len(prefix) :]: h.get_tensor(k) for h, k in keys if k.startswith(prefix)}
     if binary.is_file():
-        state = torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+            state = torch.load(binary, map_location="cpu", weights_only=True)
         prefix = _encoder_prefix(list(state), folder)
         return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     raise ModelFilesNotFoundError(

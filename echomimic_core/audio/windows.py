@@ -99,7 +99,13 @@ def feature_positions(num_samples: int) -> int:
 def video_frame_count(duration_s: float, fps: float = 24) -> int:
     """infer.py's video-length cap: int(duration_s * fps). Use it to size the generated video."""
     fps = _check_fps(fps)
-    return int(float(duration_s) * fps)
+    try:
+        duration = float(duration_s)
+    except (TypeError, ValueError):
+        raise InputError(f"duration must be a number of seconds, got {duration_s!r}") from None
+    if not math.isfinite(duration) or duration < 0:
+        raise InputError(f"duration must be a finite, non-negative number of seconds, got {duration_s!r}")
+    return int(duration * fps)
 
 
 def audio_chunk_count(num_samples: int, fps: float = 24) -> int:
