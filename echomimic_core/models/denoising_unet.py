@@ -131,6 +131,14 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
             if block.attn2 is not None:
                 block.attn2.set_processor(AudioCrossAttnProcessor(path, scale=ratio))
 
+    @property
+    def unet_additional_kwargs(self) -> Dict[str, object]:
+        """The official ``unet_additional_kwargs`` view of this model's config."""
+        keys = ("use_inflated_groupnorm", "unet_use_cross_frame_attention", "unet_use_temporal_attention",
+                "use_motion_module", "cross_attention_dim", "motion_module_resolutions", "motion_module_mid_block",
+                "motion_module_decoder_only", "motion_module_type", "motion_module_kwargs")
+        return {k: self.config[k] for k in keys}
+
     # -- motion-module helpers (trainer) ----------------------------------------------------------------
 
     def motion_module_state_dict(self) -> "OrderedDict[str, torch.Tensor]":
