@@ -89,6 +89,7 @@ def random_whisper(tmp_path_factory):
             if "layer_norm" in name or name.endswith("bias"):
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(root / "hf_cg")
+    model.save_pretrained(root / "hf_sharded", max_shard_size="200KB")
     base = WhisperModel(_hf_config()).eval()
     base.load_state_dict({k[len("model.") :]: v for k, v in model.state_dict().items() if k.startswith("model.")})
     base.save_pretrained(root / "hf_base", safe_serialization=False)
@@ -161,13 +162,15 @@ def test_openai_and_hf_formats_identical(random_whisper):
     enc_openai = load_audio_encoder(root / "openai" / "tiny.pt")
     enc_cg = load_audio_encoder(root / "hf_cg")  # model.safetensors, "model.encoder." prefix
     enc_base = load_audio_encoder(root / "hf_base")  # pytorch_model.bin, "encoder." prefix
-    for enc in (enc_openai, enc_cg, enc_base):
+    assert (root / "hf_sharded" / "model.safetensors.index.json").is_file()
+    enc_sharded = load_audio_encoder(root / "hf_sharded")
+    for enc in (enc_openai, enc_cg, enc_base, enc_sharded):
         assert enc.n_layer == LAYERS and enc.d_model == D_MODEL
         assert not any("decoder" in k for k in enc.state_dict())
     mel = log_mel(_noise(2.0).astype(np.float32) / 32768)
-    a, b, c = (e.embeddings(mel) for e in (enc_openai, enc_cg, enc_base))
+    a, b, c, d = (e.embeddings(mel) for e in (enc_openai, enc_cg, enc_base, enc_sharded))
     assert a.shape == (100, LAYERS + 1, D_MODEL)
-    assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(a, b) and torch.equal(a, c) and torch.equal(a, d)
 
 
 def test_matches_independent_openai_math_and_skips_ln_post(random_whisper):
