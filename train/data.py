@@ -375,15 +375,17 @@ def load_cached_audio_features(clip: Clip) -> np.ndarray:
 class StepSampler(Sampler):
     """Infinite stream of global sample numbers for one process, starting at optimizer step `start_step`."""
 
-    def __init__(self, per_device_batch: int, num_processes: int, rank: int, accum: int, start_step: int = 0):
+    def __init__(self, per_device_batch: int, num_processes: int, rank: int, accum: int, start_step: int = 0,
+                 fixed: bool = False):
         self.b, self.p, self.r, self.a, self.start = per_device_batch, num_processes, rank, accum, start_step
+        self.fixed = fixed  # debugging/overfit: every step sees the samples of step 0 (same noise and t)
 
     def __iter__(self) -> Iterator[int]:
         gb = self.b * self.p
         s = self.start
         while True:
             for m in range(self.a):
-                base = (s * self.a + m) * gb + self.r * self.b
+                base = ((0 if self.fixed else s) * self.a + m) * gb + self.r * self.b
                 yield from range(base, base + self.b)
             s += 1
 

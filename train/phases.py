@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "frame_stride": 1,
         "num_workers": 2,
         "repeat": 1,
+        "fixed_batch": False,        # debugging: repeat the first batch forever (overfit check)
         "audio_features": "auto",    # auto | cached | compute
         "audio_encoder": None,       # whisper tiny.pt path for compute (default base_folder/audio_processor/tiny.pt)
     },
@@ -75,6 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "frozen": ["denoising_unet.audio"],
     },
     "optim": {
+        "optimizer": "adamw",        # adamw | sgd
         "lr": 1.0e-5,
         "betas": [0.9, 0.999],
         "weight_decay": 1.0e-2,
