@@ -208,6 +208,8 @@ def test_long_clip_is_segmented_like_official(random_whisper):
     assert float((feats.features.double() - ref).abs().max()) < 1e-4
     assert feats.num_chunks == chunk_count(3250, 25) and feats.num_frames == 65 * 25
     assert torch.equal(feats.chunks, frame_chunks(feats.features, 25))
+    batched = enc.embeddings(mel, batch_size=2)  # [0, 3000] together, then the tail alone
+    assert float((batched - feats.features).abs().max()) < 1e-5
 
 
 def test_fp16_checkpoint_and_dtypes(random_whisper):
