@@ -1,0 +1,229 @@
+"""Behaviour of the networks beyond parity: training switches, masks, reference semantics, checkpointing,
+processors. Tiny random networks built from the fixture configs (no sizes hard-coded)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+import torch
+
+from echomimic_core.errors import InputError
+from echomimic_core.models import (AudioCrossAttnProcessor, DenoisingUNet3DModel, ReferenceBank,
+                                   ReferenceReadProcessor, ReferenceUNet2DModel, ReferenceWriteProcessor,
+                                   SelfAttnProcessor, denoising_unet_config, is_motion_module_key,
+                                   official_reference_order, reference_pairing, reference_unet_config,
+                                   split_motion_state_dict)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: one thread is faster than two on the shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def configs(fixtures):
+    weights = fixtures / "weights"
+    base = json.loads((weights / "sd-image-variations-diffusers" / "unet" / "config.json").read_text())
+    extra = json.loads((weights / "inference_config.json").read_text())["unet_additional_kwargs"]
+    return base, extra
+
+
+@pytest.fixture(scope="module")
+def nets(configs):
+    base, extra = configs
+    torch.manual_seed(0)
+    ref = ReferenceUNet2DModel(**reference_unet_config(base)).eval()
+    den = DenoisingUNet3DModel(**denoising_unet_config(base, extra)).eval()
+    with torch.no_grad():  # make the zero-initialised motion-module outputs matter
+        for name, p in den.named_parameters():
+            if "proj_out" in name and "motion_modules" in name:
+                p.normal_(0, 0.05)
+    return ref, den
+
+
+def _inputs(den, b=1, f=3, h=None, w=None, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cfg = den.config
+    levels = 2 ** (len(cfg.block_out_channels) - 1)
+    h = h or levels
+    w = w or levels
+    x = torch.randn(b, cfg.in_channels, f, h, w, generator=g)
+    audio = torch.randn(b, f, 5, cfg.cross_attention_dim, generator=g)
+    pose = torch.randn(b, cfg.block_out_channels[0], f, h, w, generator=g) * 0.1
+    return x, audio, pose
+
+
+def _bank(ref, h, w, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    lat = torch.randn(1, ref.config.in_channels, h, w, generator=g)
+    with torch.no_grad():
+        return ref(lat, 0).reference_bank
+
+
+def _run(den, x, t=500, **kw):
+    with torch.no_grad():
+        return den(x, t, **kw).sample
+
+
+def test_processors_installed_and_no_kwarg_warnings(nets, caplog):
+    ref, den = nets
+    for path, block in ref.transformer_blocks().items():
+        assert isinstance(block.attn1.processor, ReferenceWriteProcessor) and block.attn1.processor.name == path
+        assert block.attn2 is None and block.norm2 is None
+    for path, block in den.transformer_blocks().items():
+        assert isinstance(block.attn1.processor, ReferenceReadProcessor) and block.attn1.processor.name == path
+        assert isinstance(block.attn2.processor, AudioCrossAttnProcessor)
+        assert block.attn2.processor.scale == den.config.audio_feature_ratio
+    x, audio, pose = _inputs(den)
+    bank = _bank(ref, x.shape[-2], x.shape[-1])
+    with caplog.at_level(logging.WARNING):
+        _run(den, x, audio=audio, pose_features=pose, reference_bank=bank)
+    assert not [r for r in caplog.records if "not expected" in r.getMessage()]
+    den.set_attn_processor(SelfAttnProcessor())
+    den.set_default_attn_processor()
+    assert all(isinstance(b.attn1.processor, ReferenceReadProcessor) for b in den.transformer_blocks().values())
+
+
+def test_reference_unet_state_dict_has_no_removed_modules(nets):
+    ref, den = nets
+    keys = ref.state_dict().keys()
+    assert not [k for k in keys if re.search(r"transformer_blocks\.\d+\.(attn2|norm2)\.|^conv_norm_out|^conv_out", k)]
+    assert any(k.startswith("conv_out.") for k in den.state_dict())
+
+
+def test_motion_module_keys_and_split(nets):
+    _, den = nets
+    sd = den.state_dict()
+    motion, rest = split_motion_state_dict(sd)
+    assert len(motion) + len(rest) == len(sd) and motion and all(is_motion_module_key(k) for k in motion)
+    pattern = re.compile(
+        r"^(down_blocks\.\d+|up_blocks\.\d+|mid_block)\.motion_modules\.\d+\.temporal_transformer\."
+        r"(norm|proj_in|proj_out|transformer_blocks\.0\.(attention_blocks\.[01]\.(to_q|to_k|to_v|to_out\.0|"
+        r"pos_encoder)|norms\.[01]|ff\.net\.0\.proj|ff\.net\.2|ff_norm))\.(weight|bias|pe)$")
+    bad = [k for k in motion if not pattern.match(k)]
+    assert not bad, bad[:5]
+    assert any(k.startswith("mid_block.motion_modules.0.") for k in motion)
+    assert set(den.motion_module_state_dict()) == set(motion)
+
+
+def test_audio_switch_and_region_mask(nets):
+    ref, den = nets
+    x, audio, pose = _inputs(den, f=2)
+    bank = _bank(ref, x.shape[-2], x.shape[-1])
+    common = dict(pose_features=pose, reference_bank=bank)
+    full = _run(den, x, audio=audio, **common)
+    muted = _run(den, x, audio=audio, audio_enabled=False, **common)
+    no_audio = _run(den, x, audio=None, **common)
+    zeros = _run(den, x, audio=torch.zeros_like(audio), **common)
+    assert torch.equal(muted, no_audio)
+    assert not torch.allclose(muted, zeros)  # zero audio still adds ratio * to_out bias (official)
+    assert not torch.allclose(full, zeros)
+    b, _, f, h, w = x.shape
+    ones = torch.ones(b, f, h, w)
+    for mode in ("nearest", "area"):
+        assert torch.equal(_run(den, x, audio=audio, audio_region_mask=ones, region_mask_mode=mode, **common), full)
+        assert torch.equal(_run(den, x, audio=audio, audio_region_mask=ones * 0, region_mask_mode=mode, **common),
+                           muted)
+    half = ones.clone()
+    half[..., : w // 2] = 0
+    partial = _run(den, x, audio=audio, audio_region_mask=half, **common)
+    assert not torch.allclose(partial, full) and not torch.allclose(partial, muted)
+    with pytest.raises(InputError):
+        _run(den, x, audio=audio, audio_region_mask=torch.ones(b, f + 1, h, w), **common)
+
+
+def test_reference_mask_semantics(nets):
+    ref, den = nets
+    x, audio, pose = _inputs(den, b=2, f=2)
+    bank = _bank(ref, x.shape[-2], x.shape[-1])
+    none = _run(den, x, audio=audio, pose_features=pose)
+    off = _run(den, x, audio=audio, pose_features=pose, reference_bank=bank, reference_mask=[False, False])
+    on = _run(den, x, audio=audio, pose_features=pose, reference_bank=bank)
+    mixed = _run(den, x, audio=audio, pose_features=pose, reference_bank=bank, reference_mask=[False, True])
+    assert torch.equal(none, off)
+    assert not torch.allclose(on, off)
+    torch.testing.assert_close(mixed[0], off[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[1], on[1], atol=1e-5, rtol=0)
+    # a bank with batch 2 ([v, v], the official CFG copy) equals the broadcast batch-1 bank
+    doubled = ReferenceBank({k: torch.cat([v, v]) for k, v in bank.features.items()})
+    torch.testing.assert_close(_run(den, x, audio=audio, pose_features=pose, reference_bank=doubled), on,
+                               atol=1e-6, rtol=0)
+    with pytest.raises(ValueError):
+        bad = ReferenceBank({k: torch.cat([v, v, v]) for k, v in bank.features.items()})
+        _run(den, x, audio=audio, reference_bank=bad)
+
+
+def test_non_square_and_non_divisible_latents(nets):
+    ref, den = nets
+    levels = 2 ** (len(den.config.block_out_channels) - 1)
+    h, w = levels + 2, 2 * levels + 3  # not divisible: exercises the forced upsample sizes
+    x, audio, pose = _inputs(den, f=2, h=h, w=w)
+    out = ref(torch.randn(1, ref.config.in_channels, h, w), 0)
+    assert out.sample.shape[-2:] == (h, w)
+    pred = _run(den, x, audio=audio, pose_features=pose, reference_bank=out.reference_bank)
+    assert pred.shape == (1, den.config.out_channels, 2, h, w)
+
+
+def test_window_longer_than_position_table_is_refused(nets):
+    _, den = nets
+    max_len = den.config.motion_module_kwargs["temporal_position_encoding_max_len"]
+    x, _, _ = _inputs(den, f=max_len + 1)
+    with pytest.raises(ValueError, match="position"):
+        _run(den, x)
+
+
+def test_gradient_checkpointing_same_gradients(configs):
+    base, extra = configs
+    torch.manual_seed(3)
+    ref = ReferenceUNet2DModel(**reference_unet_config(base))
+    den = DenoisingUNet3DModel(**denoising_unet_config(base, extra))
+    x, audio, pose = _inputs(den, f=2)
+
+    def grads():
+        ref.zero_grad()
+        den.zero_grad()
+        bank = ref(torch.ones(1, ref.config.in_channels, *x.shape[-2:]), 0).reference_bank
+        loss = den(x, 10, audio=audio, pose_features=pose, reference_bank=bank).sample.square().mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in list(den.named_parameters()) +
+                               [("ref." + n, p) for n, p in ref.named_parameters()] if p.grad is not None}
+
+    loss_a, ga = grads()
+    assert any(k.startswith("ref.") for k in ga)  # the ReferenceNet gets gradients through the bank
+    assert den._supports_gradient_checkpointing and ref._supports_gradient_checkpointing
+    den.enable_gradient_checkpointing()
+    ref.enable_gradient_checkpointing()
+    loss_b, gb = grads()
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_official_order_and_pairing(nets):
+    ref, den = nets
+    order = official_reference_order([("down_blocks.0.a", 32), ("mid_block.a", 64), ("up_blocks.1.a", 32),
+                                       ("down_blocks.1.a", 64)])
+    assert order == ["down_blocks.1.a", "mid_block.a", "down_blocks.0.a", "up_blocks.1.a"]
+    pairing = reference_pairing(ref, den)
+    assert pairing and all(k == v for k, v in pairing.items())
+    bank = _bank(ref, 4, 4)
+    assert set(bank.remap(pairing).keys()) == set(bank.keys())
+
+
+def test_xformers_toggle(nets):
+    _, den = nets
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModuleNotFoundError):
+            den.enable_xformers_memory_efficient_attention()
+    den.disable_xformers_memory_efficient_attention()
+    assert all(b.attn1.processor.backend == "sdpa" for b in den.transformer_blocks().values())
