@@ -238,7 +238,7 @@ def _corrupt(path: Path, detail: str) -> CheckpointError:
 
 def _unwrap(obj: Any, path: Path) -> Dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "module", "model_state_dict"):
+        for key in ("state_dict", "module"):
             if key in obj and isinstance(obj[key], Mapping) and len(obj) <= 3:
                 obj = obj[key]
                 break

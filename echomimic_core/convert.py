@@ -1,0 +1,135 @@
+"""Convert EchoMimicV2 checkpoints between ``.pth`` (torch pickle) and ``.safetensors``, verifying that
+every tensor is identical (same names, dtypes, shapes and bytes) after writing.
+
+Usage::
+
+    python -m echomimic_core.convert SRC DST [--to safetensors|pth] [--overwrite]
+
+``SRC`` is a model folder (e.g. ``pretrained_weights``) or one file. For a folder, every plain state-dict
+file (``.pth/.pt/.bin/.ckpt`` → ``.safetensors``, or the reverse with ``--to pth``) is converted into the
+same relative place under ``DST``; other files (configs, ``audio_processor/tiny.pt`` which is not a plain
+state dict, …) are copied unchanged, so ``DST`` is a complete model folder that :func:`load_models` reads.
+Reading is safe (``weights_only``); a file that would need code execution is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+
+from .checkpoints import read_state_dict, save_state_dict
+from .errors import CheckpointError, EchoMimicError
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+__all__ = ["convert_file", "convert_folder", "verify_identical", "main"]
+
+
+def verify_identical(a: dict, b: dict, what: str = "") -> None:
+    """Raise :class:`CheckpointError` unless both state dicts hold bit-identical tensors."""
+    if list(a.keys()) != list(b.keys()) and set(a) != set(b):
+        raise CheckpointError(f"{what}: key sets differ after conversion "
+                              f"(only in source: {sorted(set(a) - set(b))[:5]}, only in copy: {sorted(set(b) - set(a))[:5]})")
+    for k in a:
+        x, y = a[k], b[k]
+        if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(_bytes(x), _bytes(y)):
+            raise CheckpointError(f"{what}: tensor {k} differs after conversion")
+
+
+def _bytes(t: torch.Tensor) -> torch.Tensor:
+    """The raw bytes (bit-exact comparison, NaN-safe)."""
+    return t.detach().cpu().reshape(-1).contiguous().view(torch.uint8)
+
+
+def _target(src: Path, to: str) -> Path:
+    if to == "safetensors":
+        return src.with_suffix(".safetensors")
+    # diffusers folders (base unet, VAE) look for diffusion_pytorch_model.bin
+    return src.with_suffix(".bin" if src.stem == "diffusion_pytorch_model" else ".pth")
+
+
+def convert_file(src: Path, dst: Path) -> int:
+    """Convert one state-dict file (format chosen by ``dst``'s suffix); returns the number of tensors."""
+    sd = read_state_dict(src)
+    save_state_dict(sd, dst)
+    verify_identical(sd, read_state_dict(dst), f"{src} -> {dst}")
+    return len(sd)
+
+
+def _read_if_state_dict(path: Path):
+    """The state dict, or None for a readable file that is not a plain state dict (copied as is)."""
+    try:
+        return read_state_dict(path)
+    except CheckpointError as exc:
+        if "not a plain state dict" in str(exc):
+            return None
+        raise
+
+
+def convert_folder(src: Path, dst: Path, to: str = "safetensors", overwrite: bool = False,
+                   log=print) -> List[Tuple[Path, Path, str]]:
+    """Convert every state-dict file of ``src`` to format ``to`` under ``dst``; copy everything else.
+    Returns ``(source, destination, action)`` rows."""
+    src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise CheckpointError(f"{dst}: the destination must not be the source folder or inside it")
+    rows = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src)
+        convertible = (path.suffix in PICKLE_SUFFIXES and to == "safetensors") or \
+                      (path.suffix == ".safetensors" and to == "pth")
+        sd = _read_if_state_dict(path) if convertible else None
+        out = _target(dst / rel, to) if sd is not None else dst / rel
+        if out.exists() and not overwrite:
+            raise CheckpointError(f"{out} already exists; pass --overwrite to replace it")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if sd is not None:
+            save_state_dict(sd, out)
+            verify_identical(sd, read_state_dict(out), f"{path} -> {out}")
+            action = f"converted ({len(sd)} tensors, verified identical)"
+        else:
+            action = "copied"
+            shutil.copyfile(path, out)
+        log(f"{rel} -> {out.relative_to(dst)}: {action}")
+        rows.append((path, out, action))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m echomimic_core.convert", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", type=Path, help="model folder or a single checkpoint file")
+    parser.add_argument("dst", type=Path, help="output folder (or file when SRC is a file)")
+    parser.add_argument("--to", choices=("safetensors", "pth"), default=None,
+                        help="target format (default: safetensors, or pth when SRC is a .safetensors file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing files in DST")
+    args = parser.parse_args(argv)
+    try:
+        if args.src.is_file():
+            to = args.to or ("pth" if args.src.suffix == ".safetensors" else "safetensors")
+            dst = args.dst
+            if dst.is_dir() or not dst.suffix:
+                dst = _target(dst / args.src.name, to)
+            if dst.exists() and not args.overwrite:
+                raise CheckpointError(f"{dst} already exists; pass --overwrite to replace it")
+            n = convert_file(args.src, dst)
+            print(f"{args.src} -> {dst}: {n} tensors, verified identical")
+        elif args.src.is_dir():
+            rows = convert_folder(args.src, args.dst, args.to or "safetensors", args.overwrite)
+            done = sum(1 for r in rows if r[2].startswith("converted"))
+            print(f"{done} file(s) converted, {len(rows) - done} copied into {args.dst}")
+        else:
+            print(f"error: {args.src} does not exist", file=sys.stderr)
+            return 2
+    except EchoMimicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
