@@ -13,6 +13,15 @@ from echomimic_core.pipeline import EchoMimicPipeline, PoseSource, preprocess_re
 from echomimic_core.sampling import initial_latents, make_scheduler, window_schedule
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster than two on a shared CPU (and never oversubscribes)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 class _Dist:
     def __init__(self, mean):
         self.mean = mean

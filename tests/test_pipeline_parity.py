@@ -21,6 +21,15 @@ STEP_TOL = 3e-4
 E2E_TOL = 1e-3
 
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is faster than two on a shared CPU (and never oversubscribes)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 @pytest.fixture(scope="module")
 def fx(fixtures):
     meta = json.loads((fixtures / "pipeline" / "pipeline.json").read_text())
@@ -31,7 +40,6 @@ def fx(fixtures):
 
 @pytest.fixture(scope="module")
 def models(fixtures):
-    torch.set_num_threads(2)
     return checkpoints.load_models(fixtures / "weights", variant="normal", dtype=torch.float32, device="cpu")
 
 
