@@ -59,17 +59,56 @@ def test_cli_saves_a_loadable_diffusers_folder(data, tmp_path):
     assert log["steps_done"] == 4 and log["eval_source"].endswith("heldout")
     vae = AutoencoderKL.from_pretrained(str(out))
     assert vae.config.latent_channels == 4 and list(vae.config.block_out_channels) == list(TINY)
-    assert vae.config.scaling_factor == pytest.approx(log["scaling_factor"])
-    assert vae.config.scaling_factor == pytest.approx(1.0 / log["eval"]["latent_std"], rel=1e-4)
+    # default: the normalisation is folded into the weights, the config keeps the official constant
+    assert vae.config.scaling_factor == log["scaling_factor"] == 0.18215
     x = torch.zeros(1, 3, 32, 32)
     with torch.no_grad():
         z = vae.encode(x).latent_dist.mean
     assert z.shape == (1, 4, 4, 4)  # scale factor 8
-    # scaled latents of the eval frames have unit std by construction
+    # 0.18215 * latents of the eval frames: per-channel mean 0, std 1 (by construction)
+    frames, _ = tv.load_frames(data / "heldout")
+    with torch.no_grad():
+        z = vae.encode(tv._to_tensor(frames)).latent_dist.mean.double() * 0.18215
+    np.testing.assert_allclose(z.mean(dim=(0, 2, 3)).numpy(), 0.0, atol=1e-3)
+    np.testing.assert_allclose(z.std(dim=(0, 2, 3)).numpy(), 1.0, rtol=1e-3)
+    assert log["eval"]["scaled_latent_std"] == pytest.approx(1.0, rel=1e-2)  # pooled over channels
+
+
+def test_cli_no_fold_writes_measured_scaling_factor(data, tmp_path):
+    from diffusers import AutoencoderKL
+
+    out = tmp_path / "raw"
+    tv.main([str(data), "--out", str(out), "--blocks", ",".join(map(str, TINY)), "--steps", "2", "--batch", "2",
+             "--no-fold"])
+    log = json.loads((out / "vae_train_log.json").read_text())
+    vae = AutoencoderKL.from_pretrained(str(out))
+    assert vae.config.scaling_factor == pytest.approx(1.0 / log["eval"]["latent_std"], rel=1e-4)
     frames, _ = tv.load_frames(data / "heldout")
     with torch.no_grad():
         z = vae.encode(tv._to_tensor(frames)).latent_dist.mean * vae.config.scaling_factor
     assert float(z.std()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_folding_keeps_the_decoded_images():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**tv.vae_config(TINY, sample_size=32)).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        post = vae.encode(x).latent_dist
+        z0, s0 = post.mean.clone(), post.std.clone()
+        y0 = vae.decode(z0).sample
+    mean, std = [0.3, -0.2, 0.1, 0.05], [2.0, 0.5, 1.5, 3.0]
+    tv.fold_latent_normalisation(vae, mean, std)
+    with torch.no_grad():
+        post = vae.encode(x).latent_dist
+        y1 = vae.decode(post.mean).sample
+    k = 1.0 / (torch.tensor(std) * 0.18215)
+    m = torch.tensor(mean)
+    torch.testing.assert_close(post.mean, (z0 - m.view(1, -1, 1, 1)) * k.view(1, -1, 1, 1), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(post.std, s0 * k.view(1, -1, 1, 1), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(y1, y0, rtol=1e-4, atol=1e-5)
 
 
 def test_fp16_storage(data, tmp_path):

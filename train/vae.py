@@ -9,10 +9,14 @@ or boxes from ``keypoints.npz``; small details that carry the demo's whole signa
 term. The decoder reconstructs a posterior *sample* during training, as in SD's VAE.
 
 After training the script measures, on held-out frames when available (else on training frames):
-the reconstruction error of encode(mean) -> decode and the standard deviation of the posterior means,
-and writes ``scaling_factor = 1 / std`` into the config so scaled latents have about unit std.
-NOTE: the official pipeline hard-codes 0.18215 instead of reading ``vae.config.scaling_factor``; a
-model trained with this VAE must use the same constant in training and sampling.
+the reconstruction error of encode(mean) -> decode and the per-channel mean/std of the posterior
+means. The official pipeline (and this repo's pipeline and trainer) hard-code the latent scale
+0.18215 instead of reading ``vae.config.scaling_factor``, so by default the measured per-channel
+normalisation is FOLDED INTO THE WEIGHTS (``quant_conv`` scales/centres the latents,
+``post_quant_conv`` undoes it; decoded images are unchanged): afterwards ``0.18215 * latent`` has
+mean ~0 and std ~1 per channel and config.json keeps ``scaling_factor: 0.18215``. With
+``--no-fold`` the raw latents are kept and ``scaling_factor = 1 / std`` is written instead (then every
+consumer must read it from the config).
 
     python train/vae.py DATA --out OUT/sd-vae-ft-mse [--steps 1500] [--max-minutes 10] [--eval-data DATA/heldout]
 """
@@ -31,7 +35,7 @@ import cv2
 import numpy as np
 import torch
 
-DEFAULT_BLOCKS = (16, 32, 32, 64)
+DEFAULT_BLOCKS = (16, 16, 32, 32)
 
 
 def vae_config(block_out_channels=DEFAULT_BLOCKS, sample_size: int = 64, norm_num_groups: int | None = None,
@@ -219,6 +223,38 @@ def evaluate_vae(vae, frames: np.ndarray, masks: np.ndarray | None = None, batch
     return out
 
 
+OFFICIAL_SCALE = 0.18215
+"""The latent scale the official pipeline (and this repo's pipeline and trainer) hard-code."""
+
+
+@torch.no_grad()
+def fold_latent_normalisation(vae, mean, std, target_scale: float = OFFICIAL_SCALE) -> None:
+    """Re-parametrise ``vae`` in place so that ``target_scale * latent`` has per-channel mean 0 and
+    std 1 where the current posterior means have per-channel ``mean``/``std``; the decoded images do
+    not change (the inverse affine map is folded into ``post_quant_conv``).
+
+    With this, a VAE trained from scratch works with code that hard-codes 0.18215 (the official
+    pipeline) and its config keeps ``scaling_factor = 0.18215``.
+    """
+    mean = torch.as_tensor(mean, dtype=torch.float64)
+    std = torch.as_tensor(std, dtype=torch.float64)
+    c = mean.numel()
+    k = 1.0 / (std * target_scale)          # new = k * (old - mean)
+    qc, pqc = vae.quant_conv, vae.post_quant_conv
+    if qc is None or pqc is None:
+        raise ValueError("folding needs use_quant_conv and use_post_quant_conv")
+    w, b = qc.weight.double(), qc.bias.double()
+    w[:c] *= k.view(-1, 1, 1, 1)
+    b[:c] = (b[:c] - mean) * k
+    b[c:] += 2.0 * torch.log(k)             # the posterior std scales with the mean
+    qc.weight.copy_(w.to(qc.weight.dtype)); qc.bias.copy_(b.to(qc.bias.dtype))
+    # decoder: old = new / k + mean  ->  W old + b = (W / k) new + (W mean + b)
+    w2, b2 = pqc.weight.double(), pqc.bias.double()
+    b2 = b2 + (w2[:, :, 0, 0] @ mean)
+    w2 = w2 / k.view(1, -1, 1, 1)
+    pqc.weight.copy_(w2.to(pqc.weight.dtype)); pqc.bias.copy_(b2.to(pqc.bias.dtype))
+
+
 def save_vae(vae, out_dir: str | os.PathLike, scaling_factor: float, fp16: bool = False, log: dict | None = None):
     """Write the diffusers folder; ``scaling_factor`` goes into config.json."""
     out = Path(out_dir)
@@ -241,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, help="train resolution (default: the frames' size)")
     ap.add_argument("--blocks", default=",".join(map(str, DEFAULT_BLOCKS)), help="block_out_channels")
     ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl", type=float, default=1e-6, help="weight of the KL term (KL summed over latent elements) against the per-pixel mean L1 + MSE")
     ap.add_argument("--focus", type=float, default=4.0, help="extra loss weight inside the lips/hand boxes")
@@ -250,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp16", action="store_true", help="store the weights as float16")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--no-fold", action="store_true",
+                    help="keep the raw latents and write scaling_factor = 1/std (default: fold a per-channel "
+                         "normalisation into quant_conv/post_quant_conv so the hard-coded 0.18215 gives unit std)")
     ap.add_argument("--init", help="continue from this diffusers VAE folder")
     args = ap.parse_args(argv)
 
@@ -277,18 +316,28 @@ def main(argv: list[str] | None = None) -> int:
                              log=lambda s: print(s, file=sys.stderr, flush=True))
     train_seconds = time.time() - t0
     metrics = evaluate_vae(vae, ev_frames, ev_masks)
-    scaling = float(f"{1.0 / metrics['latent_std']:.5g}")
+    if args.no_fold:
+        scaling = float(f"{1.0 / metrics['latent_std']:.5g}")
+    else:
+        raw = metrics
+        fold_latent_normalisation(vae, raw["latent_channel_mean"], raw["latent_channel_std"])
+        metrics = evaluate_vae(vae, ev_frames, ev_masks)
+        metrics["before_fold"] = {k: raw[k] for k in ("latent_std", "latent_mean", "latent_channel_std",
+                                                      "latent_channel_mean", "l1_uint8")}
+        scaling = OFFICIAL_SCALE
+    metrics["scaled_latent_std"] = metrics["latent_std"] * scaling
     params = sum(p.numel() for p in vae.parameters())
     log = {"args": vars(args), "train_frames": int(len(frames)), "train_seconds": round(train_seconds, 1),
            "steps_done": history[-1]["step"] if history else 0, "params": int(params),
            "eval": metrics, "eval_source": str(eval_root) if eval_root else "training subset",
            "scaling_factor": scaling, "history": history,
-           "note": "the official pipeline hard-codes 0.18215; use scaling_factor from config.json consistently "
-                   "in training and sampling"}
+           "note": "the official pipeline hard-codes 0.18215: by default the latent normalisation is folded into "
+                   "the weights so that 0.18215 is right; with --no-fold use config.json's scaling_factor everywhere"}
     out = save_vae(vae, args.out, scaling, args.fp16, log)
     print(json.dumps({"out": str(out), "params": params, "train_seconds": round(train_seconds, 1),
                       "steps": log["steps_done"], "scaling_factor": scaling,
-                      **{k: metrics[k] for k in ("l1_uint8", "l1_uint8_focus", "psnr_db", "latent_std") if k in metrics}}))
+                      **{k: metrics[k] for k in ("l1_uint8", "l1_uint8_focus", "psnr_db", "latent_std", "scaled_latent_std")
+                         if k in metrics}}))
     return 0
 
 
