@@ -595,9 +595,18 @@ def _accepts(module, name: str) -> bool:
 
 
 def _motion_max_frames(unet) -> int | None:
-    kwargs = getattr(unet, "unet_additional_kwargs", None) or getattr(getattr(unet, "config", None),
-                                                                       "unet_additional_kwargs", None)
-    try:
-        return int(kwargs["motion_module_kwargs"]["temporal_position_encoding_max_len"])
-    except (TypeError, KeyError, ValueError):
+    """Longest window the motion modules' position table allows (None when unknown / no motion module)."""
+    config = getattr(unet, "config", None)
+    candidates = [getattr(config, "motion_module_kwargs", None) if config is not None else None]
+    extra = getattr(unet, "unet_additional_kwargs", None) or getattr(config, "unet_additional_kwargs", None)
+    if isinstance(extra, dict):
+        candidates.append(extra.get("motion_module_kwargs"))
+    if config is not None and getattr(config, "use_motion_module", True) is False:
         return None
+    for kwargs in candidates:
+        try:
+            if kwargs and kwargs.get("temporal_position_encoding", True):
+                return int(kwargs["temporal_position_encoding_max_len"])
+        except (TypeError, KeyError, ValueError, AttributeError):
+            continue
+    return None

@@ -150,3 +150,14 @@ def test_audio_encoder_integration(fx, models, fixtures):
     feats = audio_mod.encode_audio(audio_mod.load_audio_encoder(enc_path), fixtures / "audio" / "input.wav",
                                    fps=meta["call"]["fps"])
     assert _maxdiff(feats.chunks, fixture_chunks) <= 1e-4
+
+
+def test_window_longer_than_motion_table_rejected(fx, pipe, fixtures):
+    from echomimic_core.errors import InputError
+
+    meta, t, audio = fx
+    kwargs = {**_kwargs(meta), "context_frames": 33, "context_overlap": 3}
+    poses = torch.zeros(1, 3, 40, kwargs["height"], kwargs["width"])
+    audio40 = torch.cat([audio, audio])[:40]
+    with pytest.raises(InputError, match="motion module"):
+        pipe.generate(fixtures / "pipeline" / "ref_image.png", audio40, poses, **{**kwargs, "num_frames": 40})

@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..audio import encode_audio, load_audio_encoder, load_waveform
     from ..pose import fit_length, load_pose_sequence
 
+    from ..checkpoints import find_model_files
+
+    find_model_files(args.models, preset.variant).check()  # missing files: error before anything is loaded
     poses = load_pose_sequence(args.poses)
     if len(poses) < 1:
         from ..errors import InputError
