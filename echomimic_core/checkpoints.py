@@ -534,6 +534,10 @@ def load_vae(path: Path, dtype: torch.dtype = torch.float32, device: Union[str, 
             with torch.device("meta"):
                 vae = AutoencoderKL(**SD_VAE_FT_MSE_CONFIG)
             sd = read_state_dict(path)
+            if any(k.startswith(("encoder.down.", "first_stage_model.")) for k in sd):
+                raise CheckpointError(f"{path}: this VAE file uses the original (LDM) key names. Fix: use the "
+                                      f"diffusers folder stabilityai/sd-vae-ft-mse (config.json + "
+                                      f"diffusion_pytorch_model.safetensors), or pass vae_path= to it.")
             _check_strict("sd-vae-ft-mse AutoencoderKL", path, sd, _expected(vae))
             vae.load_state_dict(_cast(sd, dtype), strict=True, assign=True)
     except EchoMimicError:
@@ -553,10 +557,10 @@ def load_vae(path: Path, dtype: torch.dtype = torch.float32, device: Union[str, 
 class EchoMimicModels:
     """The loaded EchoMimicV2 networks and their settings (returned by :func:`load_models`)."""
 
-    vae: Any
-    reference_unet: ReferenceUNet2DModel
-    denoising_unet: DenoisingUNet3DModel
-    pose_encoder: PoseEncoder
+    vae: Any = field(repr=False)
+    reference_unet: ReferenceUNet2DModel = field(repr=False)
+    denoising_unet: DenoisingUNet3DModel = field(repr=False)
+    pose_encoder: PoseEncoder = field(repr=False)
     scheduler_kwargs: Dict[str, Any]
     unet_additional_kwargs: Dict[str, Any]
     audio_encoder_path: Path

@@ -252,3 +252,16 @@ def test_report_folder(weights, tmp_path, capsys):
     (corrupt / "pose_encoder.pth").write_bytes(b"xx")
     assert report_folder(corrupt, load=True) == 1
     assert "LOAD FAILED" in capsys.readouterr().out
+
+
+def test_single_file_vae(weights, tmp_path):
+    """A single diffusers-format VAE file is read with the built-in sd-vae-ft-mse config; a file of
+    another size is reported by name."""
+    path = tmp_path / "vae" / "sd-vae-ft-mse.safetensors"
+    path.parent.mkdir()
+    os.symlink(weights / "sd-vae-ft-mse" / "diffusion_pytorch_model.safetensors", path)
+    with pytest.raises(CheckpointError, match=r"(?s)sd-vae-ft-mse.safetensors.*shape mismatch"):
+        checkpoints.load_vae(path)
+    save_state_dict({"encoder.down.0.block.0.conv1.weight": torch.zeros(1)}, tmp_path / "ldm.safetensors")
+    with pytest.raises(CheckpointError, match="LDM"):
+        checkpoints.load_vae(tmp_path / "ldm.safetensors")

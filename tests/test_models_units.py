@@ -227,3 +227,15 @@ def test_xformers_toggle(nets):
             den.enable_xformers_memory_efficient_attention()
     den.disable_xformers_memory_efficient_attention()
     assert all(b.attn1.processor.backend == "sdpa" for b in den.transformer_blocks().values())
+
+
+def test_trainer_parameter_groups(nets):
+    _, den = nets
+    names = {k for k, _ in den.named_parameters()}
+    motion = {k for k, _ in den.named_motion_module_parameters()}
+    spatial = {k for k, _ in den.named_spatial_parameters()}
+    audio = {k for k, _ in den.named_audio_attention_parameters()}
+    assert motion | spatial == names and not motion & spatial
+    assert audio and audio <= spatial
+    assert all(re.search(r"transformer_blocks\.\d+\.(attn2|norm2)\.", k) for k in audio)
+    assert len([k for k in audio if k.endswith("attn2.to_k.weight")]) == len(den.transformer_blocks())

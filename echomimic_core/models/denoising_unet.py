@@ -21,6 +21,7 @@ Module paths equal the official state-dict keys (``down_blocks.i.{resnets,attent
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
@@ -153,8 +154,10 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
         return ((k, p) for k, p in self.named_parameters() if not is_motion_module_key(k))
 
     def named_audio_attention_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
-        """Parameters of the audio cross-attention (``attn2``) and its ``norm2``."""
-        return ((k, p) for k, p in self.named_parameters() if ".attn2." in k or ".norm2." in k)
+        """Parameters of the audio cross-attention (``attn2``) and the LayerNorm before it (``norm2``) of
+        every spatial transformer block (not the ResNets' ``norm2``)."""
+        pattern = re.compile(r"\.transformer_blocks\.\d+\.(attn2|norm2)\.")
+        return ((k, p) for k, p in self.named_parameters() if pattern.search(k))
 
     # -- forward ---------------------------------------------------------------------------------------
 
