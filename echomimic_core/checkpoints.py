@@ -366,7 +366,6 @@ class LoadReport:
     """Where the denoiser's values came from (key counts), for logs and ``check``."""
 
     sources: Dict[str, int] = field(default_factory=dict)
-    ignored_base_keys: int = 0
     recomputed: List[str] = field(default_factory=list)
 
 
