@@ -121,3 +121,21 @@ def test_fp16_storage(data, tmp_path):
     sd = load_file(str(out / "diffusion_pytorch_model.safetensors"))
     assert all(v.dtype == torch.float16 for v in sd.values())
     AutoencoderKL.from_pretrained(str(out))
+
+
+def test_saved_folder_replaces_sd_vae_in_the_official_layout(data, tmp_path):
+    """echomimic_core's loader takes the trained folder in place of sd-vae-ft-mse/ (fixture model)."""
+    from conftest import fixtures_dir
+
+    weights = fixtures_dir() / "weights"
+    if not (weights / "denoising_unet.pth").is_file():
+        pytest.skip("fixture weights not available")
+    checkpoints = pytest.importorskip("echomimic_core.checkpoints")
+    out = tmp_path / "sd-vae-ft-mse"
+    tv.main([str(data), "--out", str(out), "--steps", "1", "--batch", "2"])  # default (16,16,32,32) config
+    models = checkpoints.load_models(weights, vae_path=out)
+    assert list(models.vae.config.block_out_channels) == list(tv.DEFAULT_BLOCKS)
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        z = models.vae.encode(x).latent_dist.mean
+    assert z.shape == (1, 4, 8, 8)
