@@ -239,3 +239,15 @@ def test_trainer_parameter_groups(nets):
     assert audio and audio <= spatial
     assert all(re.search(r"transformer_blocks\.\d+\.(attn2|norm2)\.", k) for k in audio)
     assert len([k for k in audio if k.endswith("attn2.to_k.weight")]) == len(den.transformer_blocks())
+
+
+def test_diffusers_save_and_from_pretrained(nets, tmp_path):
+    """The networks are ordinary diffusers models: config-driven save/load keeps weights and processors."""
+    ref, den = nets
+    for model in (ref, den):
+        folder = tmp_path / type(model).__name__
+        model.save_pretrained(folder)
+        again = type(model).from_pretrained(folder)
+        a, b = model.state_dict(), again.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert {type(p) for p in again.attn_processors.values()} == {type(p) for p in model.attn_processors.values()}
