@@ -1,0 +1,290 @@
+"""Build a training dataset (train/README.md format) from plain video files.
+
+    python train/preprocess.py VIDEOS_DIR OUT_DIR [--resolution 768] [--pose dwpose|mediapipe]
+        [--dwpose-dir DIR] [--audio-encoder pretrained_weights/audio_processor/tiny.pt] [--kind halfbody]
+        [--image-ext .png|.jpg] [--min-frames 2] [--max-frames N] [--bottom-margin 0.5] [--retry-bad]
+
+Per video (mp4/mov/mkv/webm/avi, searched recursively), in the official EMTD preprocessing order:
+  1. decode at 24 fps (frames picked by timestamp) and the audio at 16 kHz mono (PyAV);
+  2. whole-body keypoints per frame with the pose extractor (DWPose ONNX or mediapipe);
+  3. one square upper-body box for the clip (get_pose_params, EMTD bottom margin 0.5), every frame
+     cropped to it and resized/padded to the resolution, keypoints re-normalised to the stored frame;
+  4. lips/head/hands boxes (regions.npz), whisper windows (audio_features.npy) when an audio encoder
+     is given (otherwise the trainer computes them once per run).
+Resumable: a clip whose meta.json exists is skipped; bad clips (unreadable, no audio, no person, too
+short) are reported and listed in OUT_DIR/bad_clips.json (skipped on reruns unless --retry-bad).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from train import data as D
+
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+
+
+class BadClip(Exception):
+    pass
+
+
+def clip_id_for(path: Path, root: Path) -> str:
+    rel = str(path.relative_to(root))
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", str(Path(rel).with_suffix("")))[:60].strip("_") or "clip"
+    return f"{stem}_{D.seed_of(rel) % 16**6:06x}"
+
+
+def iter_frames_24(path: Path, fps: float = 24.0, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """RGB uint8 frames resampled to `fps` by timestamp: output frame k is the last source frame whose
+    time is ≤ k/fps (source frames are repeated or dropped as needed)."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - any open failure = bad clip
+        raise BadClip(f"cannot open: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise BadClip("no video stream")
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or fps)
+        start = float((stream.start_time or 0) * stream.time_base)
+        k, prev, t_prev = 0, None, 0.0
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = float(frame.pts * stream.time_base) - start
+                if prev is not None:
+                    while k / fps < t - 1e-6:
+                        yield prev
+                        k += 1
+                        if max_frames and k >= max_frames:
+                            return
+                prev, t_prev = frame.to_ndarray(format="rgb24"), t
+        except Exception as exc:  # noqa: BLE001
+            if prev is None:
+                raise BadClip(f"cannot decode: {exc}") from None
+        if prev is None:
+            raise BadClip("no decodable frame")
+        end = t_prev + 1.0 / rate
+        while k / fps < end - 1e-6 and not (max_frames and k >= max_frames):
+            yield prev
+            k += 1
+
+
+def crop_pad(img: np.ndarray, box: list[int]) -> np.ndarray:
+    """img[h0:h1, w0:w1] with zero padding where the box leaves the image."""
+    h0, h1, w0, w1 = (int(v) for v in box)
+    out = np.zeros((h1 - h0, w1 - w0, 3), dtype=img.dtype)
+    H, W = img.shape[:2]
+    y0, y1, x0, x1 = max(h0, 0), min(h1, H), max(w0, 0), min(w1, W)
+    if y1 > y0 and x1 > x0:
+        out[y0 - h0:y1 - h0, x0 - w0:x1 - w0] = img[y0:y1, x0:x1]
+    return out
+
+
+def _frames_to_arrays(frames: list[dict], draw_params, size: int) -> dict:
+    """Aligned per-frame dicts (normalised to the box) → keypoints.npz arrays normalised to the stored
+    frame (the box is placed at draw_params' [rb:re, cb:ce] of a 768 canvas, scaled to `size`)."""
+    imh, imw, rb, re_, cb, ce = (float(v) for v in draw_params)
+    base = 768.0
+    F = len(frames)
+    kp = D.empty_keypoints(F)
+
+    def place(xy):
+        xy = np.asarray(xy, dtype=np.float64).copy()
+        bad = (xy[..., 0] <= 0.01) | (xy[..., 1] <= 0.01)
+        xy[..., 0] = (cb + xy[..., 0] * (ce - cb)) / base
+        xy[..., 1] = (rb + xy[..., 1] * (re_ - rb)) / base
+        xy[bad] = -1.0
+        return xy
+
+    for i, fr in enumerate(frames):
+        b = fr["bodies"]
+        cand, subset, score = np.asarray(b["candidate"]), np.asarray(b["subset"]), np.asarray(b["score"])
+        if subset.shape[0] >= 1:
+            for j in range(18):
+                idx = int(subset[0, j])
+                if idx >= 0:
+                    kp["bodies"][i, j] = place(cand[idx])
+                    kp["bodies_score"][i, j] = float(score[0, j])
+        hands, hs = np.asarray(fr["hands"]), np.asarray(fr["hands_score"])
+        for h in range(min(2, len(hands))):
+            kp["hands"][i, h] = place(hands[h])
+            kp["hands_score"][i, h] = np.where(kp["hands"][i, h, :, 0] < 0, 0, hs[h])
+        faces, fs = np.asarray(fr["faces"]), np.asarray(fr["faces_score"])
+        if len(faces):
+            kp["faces"][i] = place(faces[0])
+            kp["faces_score"][i] = np.where(kp["faces"][i, :, 0] < 0, 0, fs[0])
+    return kp
+
+
+def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.ndarray], dict], *,
+                  resolution: int = 768, kind: str = "halfbody", audio_encoder=None, image_ext: str = ".png",
+                  min_frames: int = 2, max_frames: int | None = None, bottom_margin: float = 0.5) -> Path:
+    import cv2
+
+    from echomimic_core.audio import load_waveform
+    from echomimic_core.errors import InputError
+    from echomimic_core.pose import resize_and_pad, sequence_from_detections
+
+    try:
+        audio = load_waveform(str(path))
+    except Exception as exc:  # noqa: BLE001
+        if kind != "pose":
+            raise BadClip(f"no usable audio: {exc}") from None
+        audio = np.zeros(0, np.float32)
+    # pass 1: keypoints only (frames are not kept)
+    detections, size = [], None
+    for k, img in enumerate(iter_frames_24(path, max_frames=max_frames)):
+        size = img.shape[:2]
+        det = extractor(img)
+        det["num"] = k
+        detections.append(det)
+    if len(detections) < min_frames:
+        raise BadClip(f"{len(detections)} frames < min_frames {min_frames}")
+    try:
+        seq, params = sequence_from_detections(detections, size[0], size[1], 768, bottom_margin)
+    except InputError as exc:
+        raise BadClip(f"no usable person: {exc}") from None
+    h0, h1, w0, w1 = params["video_params"]
+    dp = params["draw_pose_params"]
+    kp = _frames_to_arrays(seq.frames, dp, resolution)
+    # content box: the part of the stored frame that shows the video (not crop/pad padding)
+    H, W = size
+    cx0, cx1 = (max(w0, 0) - w0) / (w1 - w0), (min(w1, W) - w0) / (w1 - w0)
+    cy0, cy1 = (max(h0, 0) - h0) / (h1 - h0), (min(h1, H) - h0) / (h1 - h0)
+    _, rb, re_, cb, ce = dp[0], dp[2], dp[3], dp[4], dp[5]
+    content = [(cb + cx0 * (ce - cb)) / 768, (rb + cy0 * (re_ - rb)) / 768,
+               (cb + cx1 * (ce - cb)) / 768, (rb + cy1 * (re_ - rb)) / 768]
+    # pass 2: crop + resize/pad the frames
+    frames = []
+    for img in iter_frames_24(path, max_frames=len(detections)):
+        sq, _ = resize_and_pad(crop_pad(img, [h0, h1, w0, w1]), 768)
+        if resolution != 768:
+            sq = cv2.resize(sq, (resolution, resolution), interpolation=cv2.INTER_AREA)
+        frames.append(sq)
+    n = min(len(frames), len(detections))
+    frames = frames[:n]
+    kp = {k: v[:n] for k, v in kp.items()}
+    need = int(round(n / 24 * 16000))
+    if len(audio) < need:
+        audio = np.concatenate([audio, np.zeros(need - len(audio), np.float32)])
+    feats = None
+    if audio_encoder is not None and kind != "pose":
+        tmp = out / "clips" / f".{clip_id}.wav"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        D.write_wav(tmp, audio[:need])
+        try:
+            feats = D.compute_audio_features(tmp, audio_encoder, 24, n)
+        finally:
+            tmp.unlink(missing_ok=True)
+    regions = D.default_regions(kp)
+    return D.write_clip(out, clip_id, frames, audio[:need], kp, kind=kind, content_box=content, regions=regions,
+                        audio_features=feats, audio_encoder=str(getattr(audio_encoder, "source", "whisper")),
+                        source=str(path), image_ext=image_ext)
+
+
+def make_extractor(name: str, dwpose_dir: str | None = None):
+    from echomimic_core.pose import DWPoseExtractor, MediaPipeExtractor
+
+    if name == "dwpose":
+        return DWPoseExtractor(model_dir=dwpose_dir)
+    if name == "mediapipe":
+        return MediaPipeExtractor()
+    raise ValueError("--pose must be dwpose or mediapipe")
+
+
+def preprocess(videos_dir, out_dir, extractor, *, audio_encoder=None, resolution: int = 768, kind: str = "halfbody",
+               image_ext: str = ".png", min_frames: int = 2, max_frames: int | None = None,
+               bottom_margin: float = 0.5, retry_bad: bool = False, log=print) -> dict:
+    """Process every video under videos_dir; returns {"done": [...], "skipped": [...], "bad": {name: reason}}."""
+    videos_dir, out = Path(videos_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    bad_path = out / "bad_clips.json"
+    bad = json.loads(bad_path.read_text()) if bad_path.is_file() else {}
+    videos = sorted(p for p in videos_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
+    result = {"done": [], "skipped": [], "bad": {}}
+    for i, path in enumerate(videos):
+        rel = str(path.relative_to(videos_dir))
+        cid = clip_id_for(path, videos_dir)
+        if (out / "clips" / cid / "meta.json").is_file():
+            result["skipped"].append(rel)
+            continue
+        if rel in bad and not retry_bad:
+            result["skipped"].append(rel)
+            continue
+        t0 = time.time()
+        partial = out / "clips" / cid
+        if partial.exists():
+            shutil.rmtree(partial)  # an interrupted earlier attempt
+        try:
+            process_video(path, out, cid, extractor, resolution=resolution, kind=kind, audio_encoder=audio_encoder,
+                          image_ext=image_ext, min_frames=min_frames, max_frames=max_frames,
+                          bottom_margin=bottom_margin)
+        except BadClip as exc:
+            bad[rel] = str(exc)
+            result["bad"][rel] = str(exc)
+            shutil.rmtree(partial, ignore_errors=True)
+            log(f"[{i + 1}/{len(videos)}] BAD {rel}: {exc}")
+            tmp = bad_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(bad, indent=1))
+            os.replace(tmp, bad_path)
+            continue
+        bad.pop(rel, None)
+        result["done"].append(rel)
+        log(f"[{i + 1}/{len(videos)}] ok {rel} -> clips/{cid} ({time.time() - t0:.1f}s)")
+    tmp = bad_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(bad, indent=1))
+    os.replace(tmp, bad_path)
+    if (out / "clips").is_dir():
+        D.write_index(out, 24, bad)
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("videos_dir")
+    ap.add_argument("out_dir")
+    ap.add_argument("--resolution", type=int, default=768)
+    ap.add_argument("--pose", default="dwpose", choices=["dwpose", "mediapipe"])
+    ap.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
+    ap.add_argument("--audio-encoder", default=None,
+                    help="whisper tiny.pt (cache the audio features now; otherwise the trainer computes them)")
+    ap.add_argument("--kind", default="halfbody", choices=["halfbody", "headshot", "pose"])
+    ap.add_argument("--image-ext", default=".png", choices=[".png", ".jpg"])
+    ap.add_argument("--min-frames", type=int, default=2)
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--bottom-margin", type=float, default=0.5, help="0.5 = EMTD preprocess.py, 0.05 = demo notebook")
+    ap.add_argument("--retry-bad", action="store_true", help="try the clips listed in bad_clips.json again")
+    a = ap.parse_args(argv)
+    extractor = make_extractor(a.pose, a.dwpose_dir)
+    enc = None
+    if a.audio_encoder:
+        from echomimic_core.audio import load_audio_encoder
+
+        enc = load_audio_encoder(a.audio_encoder)
+    r = preprocess(a.videos_dir, a.out_dir, extractor, audio_encoder=enc, resolution=a.resolution, kind=a.kind,
+                   image_ext=a.image_ext, min_frames=a.min_frames, max_frames=a.max_frames,
+                   bottom_margin=a.bottom_margin, retry_bad=a.retry_bad)
+    print(json.dumps({"done": len(r["done"]), "skipped": len(r["skipped"]), "bad": r["bad"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
