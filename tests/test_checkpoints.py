@@ -168,7 +168,7 @@ def test_denoiser_falls_back_to_base_weights_like_official(weights, tmp_path):
     report = checkpoints.LoadReport()
     den = checkpoints.load_denoising_unet(folder / "denoising_unet.pth", folder / "motion_module.pth",
                                           find_model_files(folder).base_unet_dir, report=report)
-    base = read_state_dict(find_model_files(folder).base_unet_dir / "diffusion_pytorch_model.safetensors")
+    base = read_state_dict(checkpoints._BaseWeights(find_model_files(folder).base_unet_dir).path)
     assert report.sources.get("base_unet") == 1
     assert torch.equal(den.state_dict()[base_key], base[base_key].float())
     assert report.recomputed == [pe_key]
