@@ -218,8 +218,8 @@ def find_model_files(folder: Union[str, os.PathLike], variant: str = "normal") -
             break
     files.vae = _find_vae(roots)
     files.audio_encoder = _find_audio(roots)
-    for root in roots[:2]:
-        p = root / "inference_config.json"
+    for p in [root / "inference_config.json" for root in roots[:2]] + \
+             [root / "configs" / "inference" / "inference_v2.yaml" for root in (folder, weights_dir.parent)]:
         if p.is_file():
             files.inference_config = p
             break
@@ -421,15 +421,25 @@ def _expected(model: torch.nn.Module) -> "OrderedDict[str, tuple]":
 
 def load_inference_config(path: Optional[Union[str, os.PathLike]] = None) -> Dict[str, Any]:
     """``{"unet_additional_kwargs", "noise_scheduler_kwargs"}``: the built-in official values, each section
-    replaced by the one in ``path`` (an ``inference_config.json``) when present."""
+    replaced by the one in ``path`` when present (an ``inference_config.json``, or the official
+    ``configs/inference/inference_v2.yaml`` of a checkout of the official repository)."""
     cfg = {"unet_additional_kwargs": json.loads(json.dumps(OFFICIAL_UNET_ADDITIONAL_KWARGS)),
            "noise_scheduler_kwargs": dict(OFFICIAL_NOISE_SCHEDULER_KWARGS)}
     if path is not None:
         try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: not a readable JSON inference config ({exc}). Fix: repair or delete "
-                                  f"it (the built-in official values are used without it).") from None
+            text = Path(path).read_text()
+            if Path(path).suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("the top level is not a mapping")
+        except Exception as exc:  # OSError, JSON / YAML syntax errors
+            raise CheckpointError(f"{path}: not a readable inference config ({type(exc).__name__}: {exc}). "
+                                  f"Fix: repair or delete it (the built-in official values are used without "
+                                  f"it).") from None
         for key in cfg:
             if key in data:
                 cfg[key] = data[key]

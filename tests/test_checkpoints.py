@@ -207,6 +207,13 @@ def test_inference_config_builtin_and_override(tmp_path):
     cfg = load_inference_config(tmp_path / "c.json")
     assert cfg["noise_scheduler_kwargs"] == {"beta_start": 0.001}
     assert cfg["unet_additional_kwargs"] == OFFICIAL_UNET_ADDITIONAL_KWARGS
+    yaml_path = tmp_path / "configs" / "inference" / "inference_v2.yaml"
+    yaml_path.parent.mkdir(parents=True)
+    yaml_path.write_text("unet_additional_kwargs:\n  use_motion_module: true\nnoise_scheduler_kwargs:\n"
+                         "  beta_schedule: \"linear\"\nsampler: DDIM\n")
+    cfg = load_inference_config(yaml_path)
+    assert cfg == {"unet_additional_kwargs": {"use_motion_module": True},
+                   "noise_scheduler_kwargs": {"beta_schedule": "linear"}}
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CheckpointError, match="bad.json"):
         load_inference_config(tmp_path / "bad.json")
