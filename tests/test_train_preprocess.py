@@ -52,8 +52,8 @@ def _write_video(path: Path, with_audio: bool) -> None:
 class FakeExtractor:
     """Stands in for DWPose: one person whose nose follows the white square of the test video."""
 
-    def __init__(self):
-        self.k = 0
+    def __init__(self, face_scale: float = 1.0):
+        self.face_scale = face_scale
 
     def __call__(self, img):
         ys, xs = np.nonzero(img[..., 0] > 200)
@@ -63,7 +63,8 @@ class FakeExtractor:
                         + [[x - 0.02, y - 0.02], [x + 0.02, y - 0.02], [x - 0.05, y], [x + 0.05, y]])
         subset = np.array([[float(i) if (i < 8 or i >= 14) else -1.0 for i in range(18)]])
         t = np.linspace(0, 2 * np.pi, 68, endpoint=False)
-        face = np.stack([x + 0.05 * np.cos(t), y - 0.04 + 0.08 * np.sin(t)], -1)[None]
+        fs = self.face_scale
+        face = np.stack([x + 0.05 * fs * np.cos(t), y - 0.04 + 0.08 * fs * np.sin(t)], -1)[None]
         hands = np.stack([np.stack([np.full(21, x - 0.2), np.linspace(0.85, 0.95, 21)], -1),
                           np.stack([np.full(21, x + 0.2), np.linspace(0.85, 0.95, 21)], -1)])
         return {"bodies": {"candidate": body, "subset": subset, "score": (subset >= 0).astype(float)},
@@ -119,3 +120,25 @@ def test_preprocess_builds_a_dataset_and_resumes(videos, tmp_path, fixtures):
 
     r2 = preprocess(videos, out, FakeExtractor(), audio_encoder=enc, resolution=64, log=logs.append)
     assert r2["done"] == [] and len(r2["skipped"]) == 3
+
+
+def test_headshot_clips_are_padded_to_the_halfbody_layout(videos, tmp_path):
+    import shutil
+
+    src = tmp_path / "heads"
+    src.mkdir()
+    shutil.copy(videos / "good.mp4", src / "talk.mp4")
+    out = tmp_path / "ds"
+    r = preprocess(src, out, FakeExtractor(face_scale=3.0), resolution=64, kind="headshot", log=lambda *_: None)
+    assert r["done"] == ["talk.mp4"]
+    c = D.list_clips([out], kinds=["headshot"])[0]
+    x0, y0, x1, y1 = c.content_box
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and (x1 - x0) * (y1 - y0) < 0.99  # padding exists
+    with np.load(c.path / "keypoints.npz") as z:
+        face = z["faces"][0]
+        nose = z["bodies"][0, 0]
+    fy = face[:, 1]
+    assert abs((fy.max() - fy.min()) - 0.26) < 0.05 and abs(np.median(face[:, 0]) - 0.5) < 0.05
+    img = D.load_frame(c, 0, 64)
+    assert img[int(nose[1] * 64), int(nose[0] * 64)].max() > 120
+    assert not (out / "clips" / c.clip_id / "audio_features.npy").exists()  # no encoder given: trainer computes

@@ -98,19 +98,23 @@ def crop_pad(img: np.ndarray, box: list[int]) -> np.ndarray:
     return out
 
 
-def _frames_to_arrays(frames: list[dict], draw_params, size: int) -> dict:
-    """Aligned per-frame dicts (normalised to the box) → keypoints.npz arrays normalised to the stored
-    frame (the box is placed at draw_params' [rb:re, cb:ce] of a 768 canvas, scaled to `size`)."""
-    imh, imw, rb, re_, cb, ce = (float(v) for v in draw_params)
-    base = 768.0
+def _box_placer(draw_params):
+    """Keypoints normalised to the crop box → normalised to the stored frame (the box sits at
+    draw_params' [rb:re, cb:ce] of the 768 canvas)."""
+    _, _, rb, re_, cb, ce = (float(v) for v in draw_params)
+    return lambda x, y: ((cb + x * (ce - cb)) / 768.0, (rb + y * (re_ - rb)) / 768.0)
+
+
+def _frames_to_arrays(frames: list[dict], placer) -> dict:
+    """Per-frame dicts → keypoints.npz arrays normalised to the stored frame (`placer(x, y)` maps the
+    frames' normalised coordinates); missing points (≤ 0.01) become -1 with score 0."""
     F = len(frames)
     kp = D.empty_keypoints(F)
 
     def place(xy):
         xy = np.asarray(xy, dtype=np.float64).copy()
         bad = (xy[..., 0] <= 0.01) | (xy[..., 1] <= 0.01)
-        xy[..., 0] = (cb + xy[..., 0] * (ce - cb)) / base
-        xy[..., 1] = (rb + xy[..., 1] * (re_ - rb)) / base
+        xy[..., 0], xy[..., 1] = placer(xy[..., 0], xy[..., 1])
         xy[bad] = -1.0
         return xy
 
@@ -134,14 +138,43 @@ def _frames_to_arrays(frames: list[dict], draw_params, size: int) -> dict:
     return kp
 
 
+HEADSHOT_HEAD_BOX = (0.5, 0.24, 0.26)
+"""Where a padded headshot's face goes in the half-body layout: face-box centre x, y and face-box height,
+as fractions of the output frame (about the head of the official demo half-body crops) [INFER]."""
+
+
+def headshot_affine(detections: list[dict], H: int, W: int, R: int, head=HEADSHOT_HEAD_BOX):
+    """Scale s and offset (ox, oy) mapping a talking-head video (pixels) into an R×R half-body-layout
+    frame so the clip's face box lands on `head` (TRAINING.md §2 "headshot augmentation")."""
+    from echomimic_core.pose import main_person
+
+    pts = []
+    for det in detections:
+        f = np.asarray(main_person(det)["faces"], dtype=np.float64).reshape(-1, 68, 2)
+        if len(f):
+            ok = (f[0, :, 0] > 0.01) & (f[0, :, 1] > 0.01)
+            pts.append(f[0][ok])
+    pts = [p for p in pts if len(p)]
+    if not pts:
+        raise BadClip("no face found in the headshot clip")
+    allp = np.concatenate(pts) * np.array([W, H])
+    y0, y1 = np.percentile(allp[:, 1], 1), np.percentile(allp[:, 1], 99)
+    cx, cy = float(np.median(allp[:, 0])), (y0 + y1) / 2
+    s = head[2] * R / max(y1 - y0, 1.0)
+    return s, head[0] * R - s * cx, head[1] * R - s * cy
+
+
 def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.ndarray], dict], *,
                   resolution: int = 768, kind: str = "halfbody", audio_encoder=None, image_ext: str = ".png",
-                  min_frames: int = 2, max_frames: int | None = None, bottom_margin: float = 0.5) -> Path:
+                  min_frames: int = 2, max_frames: int | None = None, bottom_margin: float = 0.5,
+                  head_box=HEADSHOT_HEAD_BOX) -> Path:
+    """One video → one clip. kind "headshot": the frames are scaled/padded so the face sits where a
+    half-body head would (padding = black, outside content_box); other kinds: the official upper-body crop."""
     import cv2
 
     from echomimic_core.audio import load_waveform
     from echomimic_core.errors import InputError
-    from echomimic_core.pose import resize_and_pad, sequence_from_detections
+    from echomimic_core.pose import main_person, resize_and_pad, sequence_from_detections
 
     try:
         audio = load_waveform(str(path))
@@ -158,27 +191,38 @@ def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.n
         detections.append(det)
     if len(detections) < min_frames:
         raise BadClip(f"{len(detections)} frames < min_frames {min_frames}")
-    try:
-        seq, params = sequence_from_detections(detections, size[0], size[1], 768, bottom_margin)
-    except InputError as exc:
-        raise BadClip(f"no usable person: {exc}") from None
-    h0, h1, w0, w1 = params["video_params"]
-    dp = params["draw_pose_params"]
-    kp = _frames_to_arrays(seq.frames, dp, resolution)
-    # content box: the part of the stored frame that shows the video (not crop/pad padding)
     H, W = size
-    cx0, cx1 = (max(w0, 0) - w0) / (w1 - w0), (min(w1, W) - w0) / (w1 - w0)
-    cy0, cy1 = (max(h0, 0) - h0) / (h1 - h0), (min(h1, H) - h0) / (h1 - h0)
-    _, rb, re_, cb, ce = dp[0], dp[2], dp[3], dp[4], dp[5]
-    content = [(cb + cx0 * (ce - cb)) / 768, (rb + cy0 * (re_ - rb)) / 768,
-               (cb + cx1 * (ce - cb)) / 768, (rb + cy1 * (re_ - rb)) / 768]
-    # pass 2: crop + resize/pad the frames
-    frames = []
-    for img in iter_frames_24(path, max_frames=len(detections)):
-        sq, _ = resize_and_pad(crop_pad(img, [h0, h1, w0, w1]), 768)
-        if resolution != 768:
-            sq = cv2.resize(sq, (resolution, resolution), interpolation=cv2.INTER_AREA)
-        frames.append(sq)
+    if kind == "headshot":
+        R = resolution
+        sc, ox, oy = headshot_affine(detections, H, W, R, head_box)
+        kp = _frames_to_arrays([main_person(d) for d in detections],
+                               lambda x, y: ((x * W * sc + ox) / R, (y * H * sc + oy) / R))
+        content = [max(ox / R, 0.0), max(oy / R, 0.0), min((W * sc + ox) / R, 1.0), min((H * sc + oy) / R, 1.0)]
+        M = np.array([[sc, 0, ox], [0, sc, oy]], dtype=np.float64)
+        frames = [cv2.warpAffine(img, M, (R, R), flags=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+                  for img in iter_frames_24(path, max_frames=len(detections))]
+    else:
+        try:
+            seq, params = sequence_from_detections(detections, H, W, 768, bottom_margin)
+        except InputError as exc:
+            raise BadClip(f"no usable person: {exc}") from None
+        h0, h1, w0, w1 = params["video_params"]
+        dp = params["draw_pose_params"]
+        kp = _frames_to_arrays(seq.frames, _box_placer(dp))
+        # content box: the part of the stored frame that shows the video (not crop/pad padding)
+        cx0, cx1 = (max(w0, 0) - w0) / (w1 - w0), (min(w1, W) - w0) / (w1 - w0)
+        cy0, cy1 = (max(h0, 0) - h0) / (h1 - h0), (min(h1, H) - h0) / (h1 - h0)
+        rb, re_, cb, ce = dp[2], dp[3], dp[4], dp[5]
+        content = [(cb + cx0 * (ce - cb)) / 768, (rb + cy0 * (re_ - rb)) / 768,
+                   (cb + cx1 * (ce - cb)) / 768, (rb + cy1 * (re_ - rb)) / 768]
+        # pass 2: crop + resize/pad the frames
+        frames = []
+        for img in iter_frames_24(path, max_frames=len(detections)):
+            sq, _ = resize_and_pad(crop_pad(img, [h0, h1, w0, w1]), 768)
+            if resolution != 768:
+                sq = cv2.resize(sq, (resolution, resolution), interpolation=cv2.INTER_AREA)
+            frames.append(sq)
     n = min(len(frames), len(detections))
     frames = frames[:n]
     kp = {k: v[:n] for k, v in kp.items()}
