@@ -4,7 +4,7 @@ Each video length runs in a fresh subprocess (so peaks do not mix) that loads th
 weights, draws a pose sequence per window, samples and streams the decoded frames into an mp4 with
 audio. Prints a table of peak RSS (ru_maxrss) and the 600/24 ratio, which must stay <= 1.2.
 
-    .venv/bin/python bench/memory.py                      # 24, 120, 600 frames at 256x256, 2 steps
+    .venv/bin/python bench/memory.py                      # 24, 120, 600 frames at 256x256, 1 step
     .venv/bin/python bench/memory.py --frames 24 600 --size 128 --steps 1
 """
 
@@ -38,7 +38,7 @@ def child(frames: int, size: int, steps: int, cfg: float, out_dir: Path) -> dict
     import numpy as np
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     from echomimic_core.checkpoints import load_models
     from echomimic_core.pipeline import EchoMimicPipeline
     from echomimic_core.pose import fit_length, load_pose_sequence
@@ -75,7 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[24, 120, 600])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--cfg", type=float, default=2.5)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", default=None, help=argparse.SUPPRESS)

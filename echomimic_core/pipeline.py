@@ -493,7 +493,7 @@ class EchoMimicPipeline:
         ref_latents = self.encode_reference(preprocess_reference(img, width, height), width, height)
         bank = self.reference_bank(ref_latents)
         del ref_latents
-        audio_zero = None
+        audio_dev = audio[:video_length].to(device, dtype)  # small: [F, tokens, C]
         reference_mask = [False, True] if do_cfg else [True]
 
         # ---- denoising loop -------------------------------------------------------------------------
@@ -506,7 +506,7 @@ class EchoMimicPipeline:
                 for j, window in enumerate(schedule[i]):
                     _check_cancel(cancel)
                     x = latents[:, :, window].to(device, dtype)
-                    a = audio[window][None].to(device, dtype)                 # [1, n, tokens, C]
+                    a = audio_dev[window][None]                                 # [1, n, tokens, C]
                     p = self.encode_poses(pose_source.images(window)).to(device, dtype)
                     if do_cfg:
                         x = torch.cat([x, x])
