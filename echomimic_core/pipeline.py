@@ -321,6 +321,12 @@ class EchoMimicPipeline:
         return next(self.denoising_unet.parameters()).device
 
     @property
+    def vae_scale_factor(self) -> int:
+        """2^(levels-1) of the VAE (8 for sd-vae-ft-mse), as diffusers pipelines compute it."""
+        levels = getattr(getattr(self.vae, "config", None), "block_out_channels", None)
+        return 2 ** (len(levels) - 1) if levels else 8
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.denoising_unet.parameters()).dtype
 
@@ -436,6 +442,9 @@ class EchoMimicPipeline:
         """
         # ---- validation: everything cheap first --------------------------------------------------
         width, height = check_size(width, height)
+        if width % self.vae_scale_factor or height % self.vae_scale_factor:
+            raise InputError(f"width and height must be multiples of the VAE scale factor {self.vae_scale_factor} "
+                             f"(got {width}x{height})")
         chosen = get_preset(preset) if preset is not None else PRESETS.get(self.variant, PRESETS["normal"])
         steps = check_positive("steps", chosen.steps if steps is None else steps)
         guidance_scale = float(chosen.guidance_scale if guidance_scale is None else guidance_scale)
@@ -469,7 +478,8 @@ class EchoMimicPipeline:
         scheduler = make_scheduler(self.scheduler_kwargs)
         scheduler.set_timesteps(steps, device="cpu")
         timesteps = [int(t) for t in scheduler.timesteps]
-        h8, w8 = height // 8, width // 8
+        factor = self.vae_scale_factor
+        h8, w8 = height // factor, width // factor
         channels = getattr(getattr(self.denoising_unet, "config", None), "in_channels", None) \
             or getattr(self.denoising_unet, "in_channels", 4)
         shape = (1, int(channels), video_length, h8, w8)

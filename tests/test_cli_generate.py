@@ -57,7 +57,10 @@ def test_generate_follows_audio_length(models_dir, pose_dir, fixtures, tmp_path)
     out = tmp_path / "talk.mp4"
     assert main(_argv(models_dir, pose_dir, fixtures, out, "--steps", "2", "--seed", "7")) == 0
     info = probe(out)
-    frames = int(1.3 * 24)  # the fixture wav lasts 1.3 s; poses (3 frames) are looped to match
+    with av.open(str(fixtures / "audio" / "input.wav")) as container:
+        stream = container.streams.audio[0]
+        seconds = sum(f.samples for f in container.decode(stream)) / stream.rate
+    frames = int(seconds * 24)  # video length follows the audio; the 3 pose frames are looped to match
     assert info["video"]["codec"] == "h264" and info["video"]["frames"] == frames
     assert (info["video"]["width"], info["video"]["height"]) == (64, 64)
     assert _decoded_frames(out) == frames
