@@ -26,7 +26,6 @@ kernels where torch has them); ``xformers`` is used only when explicitly enabled
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 

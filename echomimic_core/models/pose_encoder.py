@@ -9,7 +9,7 @@ Full size: ``PoseEncoder(320, 3, (16, 32, 96, 256))`` downsamples ×8 to the lat
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, Tuple
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,7 @@ level loop, timestep handling and attention-processor management."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from diffusers.models.attention import BasicTransformerBlock
