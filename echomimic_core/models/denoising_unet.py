@@ -118,7 +118,9 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                            dropout=dropout, motion_levels_down=down_mm, motion_levels_up=up_mm,
                            motion_mid=bool(use_motion_module and motion_module_mid_block),
                            motion_module_type=motion_module_type if use_motion_module else None,
-                           motion_module_kwargs=mm_kwargs)
+                           motion_module_kwargs=mm_kwargs,
+                           # the official 3-D UNet builds TimestepEmbedding with its default SiLU
+                           time_embedding_act_fn="silu")
         self.conv_norm_out = nn.GroupNorm(num_channels=block_out_channels[0], num_groups=norm_num_groups,
                                           eps=norm_eps)
         self.conv_act = nn.SiLU()

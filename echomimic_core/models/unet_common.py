@@ -49,7 +49,8 @@ class EchoUNetMixin:
                       resnet_time_scale_shift: str, dropout: float = 0.0,
                       motion_levels_down: Sequence[bool] = (), motion_levels_up: Sequence[bool] = (),
                       motion_mid: bool = False, motion_module_type: Optional[str] = None,
-                      motion_module_kwargs: Optional[dict] = None) -> None:
+                      motion_module_kwargs: Optional[dict] = None,
+                      time_embedding_act_fn: Optional[str] = None) -> None:
         n = len(block_out_channels)
         if not (len(down_block_types) == len(up_block_types) == n):
             raise ValueError("down_block_types, up_block_types and block_out_channels must have the same length")
@@ -59,7 +60,7 @@ class EchoUNetMixin:
         temb = c0 * 4
         self.conv_in = nn.Conv2d(in_channels, c0, kernel_size=3, padding=1)
         self.time_proj = Timesteps(c0, flip_sin_to_cos, freq_shift)
-        self.time_embedding = TimestepEmbedding(c0, temb, act_fn=act_fn)
+        self.time_embedding = TimestepEmbedding(c0, temb, act_fn=time_embedding_act_fn or act_fn)
         common = dict(temb_channels=temb, resnet_eps=norm_eps, resnet_groups=norm_num_groups, resnet_act_fn=act_fn,
                       cross_attention_dim=cross_attention_dim, use_linear_projection=use_linear_projection,
                       upcast_attention=upcast_attention, dropout=dropout,
