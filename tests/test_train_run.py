@@ -260,3 +260,18 @@ def test_export_loads_in_core_loader_and_generates(tmp_path, weights, dataset):
                            torch.rand(1, 3, 4, 64, 64, generator=g), width=64, height=64, steps=2,
                            guidance_scale=2.5, seed=0, context_frames=4, context_overlap=1)
     assert tuple(result.frames.shape) == (4, 3, 64, 64) and torch.isfinite(result.frames).all()
+
+
+def test_scale_flags_bf16_checkpointing_crop_and_options(tmp_path, weights, dataset):
+    """Mixed precision (bf16 autocast on CPU), gradient checkpointing, PhD on a latent crop, min-SNR,
+    noise offset, sampled latents, audio drop and EMA all run together."""
+    cfg = tiny_cfg("stage1_3_lips", tmp_path / "run", weights, dataset,
+                   training={"mixed_precision": "bf16", "gradient_checkpointing": True, "min_snr_gamma": 5.0,
+                             "noise_offset": 0.05, "latent": "sample", "audio_drop": 0.5,
+                             "timestep_range": [300, 900], "ema": {"enabled": True, "decay": 0.99}},
+                   losses={"phd": {"latent_crop": 4}})
+    tr, result = _train(cfg)
+    assert result["step"] == 2
+    assert torch.isfinite(torch.tensor(result["last"]["loss"])) and result["last"]["detail"] > 0
+    assert tr.acc.mixed_precision == "bf16"
+    assert tr.net.denoising_unet.is_gradient_checkpointing

@@ -298,9 +298,20 @@ class Trainer:
             if bool(sel.any()):
                 x0 = predict_x0_from_v(z_t[sel], v_pred[sel], self.alphas_cumprod, t[sel])  # [n, 4, f, h, w]
                 n_sel = x0.shape[0]
-                x0 = x0.permute(0, 2, 1, 3, 4).reshape(n_sel * f, 4, h, w)
+                tgt_img = tgt_flat.view(b, f, 3, S, S)[sel]
+                crop = cfg["losses"]["phd"].get("latent_crop")
+                if crop and int(crop) < min(h, w):  # decode a random latent crop (memory/compute of the VAE pass)
+                    c = int(crop)
+                    sel_ids = [n for n, s_ in zip(ids, sel.tolist()) if s_]
+                    offs = [torch.randint(0, h - c + 1, (2,), generator=D.torch_gen(seed, "crop", n)).tolist()
+                            for n in sel_ids]
+                    x0 = torch.stack([x0[i, :, :, oy:oy + c, ox:ox + c] for i, (oy, ox) in enumerate(offs)])
+                    tgt_img = torch.stack([tgt_img[i, :, :, 8 * oy:8 * (oy + c), 8 * ox:8 * (ox + c)]
+                                           for i, (oy, ox) in enumerate(offs)])
+                hh, ww = x0.shape[-2:]
+                x0 = x0.permute(0, 2, 1, 3, 4).reshape(n_sel * f, 4, hh, ww)
                 img = self._decode(x0)
-                tgt_img = tgt_flat.view(b, f, 3, S, S)[sel].reshape(n_sel * f, 3, S, S)
+                tgt_img = tgt_img.reshape(n_sel * f, 3, img.shape[-2], img.shape[-1])
                 phd_loss, phd_parts = self.phd(img, tgt_img, t[sel].repeat_interleave(f), batch_size=b * f)
                 loss = loss + phd_loss
                 parts.update(phd_parts)

@@ -100,7 +100,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "losses": {
         "phd": {"enabled": True, "pose_weight": 0.1, "detail_weight": 0.1, "lpips_weight": 0.1,
-                "bounds": [0.9, 0.3], "pixel_size": None},
+                "bounds": [0.9, 0.3], "pixel_size": None,
+                "latent_crop": None},        # e.g. 48: decode only a random 48×48 latent crop (384² px) for PhD
         "pose": {"backbone": "pose_encoder"},
         "lpips": {"net": "alex", "backbone": None, "heads": None},
         "canny": {"sigma": 1.0, "low": 100.0, "high": 200.0},
