@@ -1,6 +1,6 @@
 """The FULL-SIZE architectures, built on the meta device, match ``full_size_manifest.json`` key for key
-and shape for shape (configs taken from the manifest itself). The ``whisper_tiny.pt`` entry belongs to
-``echomimic_core.audio`` (transformers-based, other key names) and is not checked here."""
+and shape for shape (configs taken from the manifest itself). The ``whisper_tiny.pt`` entry is checked in
+``test_audio_manifest.py`` (transformers-based encoder, key names mapped)."""
 
 from __future__ import annotations
 
