@@ -158,7 +158,10 @@ class Trainer:
             acc.register_for_checkpointing(self.ema)
 
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
-        self.vae = self.models.vae.to(acc.device, dtype=torch.float32 if acc.mixed_precision == "no" else self.weight_dtype)
+        vae_dtype = torch.float32 if acc.mixed_precision == "no" else self.weight_dtype
+        self.vae = self.models.vae.to(acc.device)
+        if self.vae.dtype != vae_dtype:
+            self.vae = self.vae.to(dtype=vae_dtype)
         self.vae.requires_grad_(False).eval()
         self.alphas_cumprod = self.models.alphas_cumprod.to(acc.device)
         self.T = int(self.alphas_cumprod.shape[0])
