@@ -345,9 +345,12 @@ class EchoMimicPipeline:
     # -- building blocks (public so that nodes/tests can use them one by one) --------------------
     @torch.no_grad()
     def encode_reference(self, image: Any, width: int, height: int) -> torch.Tensor:
-        """Reference latents ``[1, 4, H/8, W/8]``: VAE posterior mean x 0.18215."""
-        pixels = image if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[1] == 3 \
-            and image.dtype.is_floating_point and float(image.min()) < 0 else preprocess_reference(image, width, height)
+        """Reference latents ``[1, 4, H/8, W/8]`` of an image (see :func:`preprocess_reference`)."""
+        return self.encode_reference_pixels(preprocess_reference(image, width, height))
+
+    @torch.no_grad()
+    def encode_reference_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE posterior mean x 0.18215 of preprocessed pixels ``[1, 3, H, W]`` in [-1, 1]."""
         pixels = pixels.to(self._module_device(self.vae), self._module_dtype(self.vae))
         return self.vae.encode(pixels).latent_dist.mean * LATENT_SCALE
 
@@ -500,7 +503,7 @@ class EchoMimicPipeline:
                                   width=width, height=height, warnings=list(notes))
 
         # ---- reference pass (once) --------------------------------------------------------------
-        ref_latents = self.encode_reference(preprocess_reference(img, width, height), width, height)
+        ref_latents = self.encode_reference_pixels(preprocess_reference(img, width, height))
         bank = self.reference_bank(ref_latents)
         del ref_latents
         audio_dev = audio[:video_length].to(device, dtype)  # small: [F, tokens, C]

@@ -75,7 +75,8 @@ def test_reference_and_pose_encoding(fx, pipe, fixtures):
     W, H = call["width"], call["height"]
     image = preprocess_reference(fixtures / "pipeline" / "ref_image.png", W, H)
     assert _maxdiff(image, t["ref_image_tensor"]) <= 1e-6
-    assert _maxdiff(pipe.encode_reference(image, W, H), t["ref_latents"]) <= 1e-5
+    assert _maxdiff(pipe.encode_reference_pixels(image), t["ref_latents"]) <= 1e-5
+    assert _maxdiff(pipe.encode_reference(fixtures / "pipeline" / "ref_image.png", W, H), t["ref_latents"]) <= 1e-5
     # per-window pose encoding == the official whole-sequence encoding
     L = call["video_length"]
     for window in uniform_windows(L, call["context_frames"], call["context_overlap"]):
