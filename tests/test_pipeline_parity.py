@@ -125,6 +125,8 @@ def test_guidance_one_runs_the_accelerated_path(fx, pipe, fixtures):
     The official 'nocfg_patched' record sums the windows; at step 0 (same input latents) our averaged
     prediction times the coverage count must equal that sum."""
     meta, t, audio = fx
+    if "nocfg_patched" not in meta:
+        pytest.skip("this fixture set has no nocfg_patched record")
     run = meta["nocfg_patched"]
     call = meta["call"]
     first = {}
