@@ -204,7 +204,12 @@ def audio_feature_source(cfg: dict, acc):
 
     dc = cfg["data"]
     clips = D.list_clips(dc["roots"], dc["kinds"], min_frames=max(2, dc["clip_frames"]))
-    enc = dc.get("audio_encoder") or str(Path(cfg["init"].get("weights_folder") or cfg["init"]["base_folder"])
-                                         / "audio_processor" / "tiny.pt")
+    enc = dc.get("audio_encoder")
+    if not enc:
+        ini = cfg["init"]
+        folders = ([ini["weights_folder"]] if ini["from"] == "official" and ini.get("weights_folder") else []) \
+            + [ini["base_folder"]]
+        cands = [Path(f) / "audio_processor" / "tiny.pt" for f in folders]
+        enc = str(next((c for c in cands if c.is_file()), cands[-1]))
     return D.ensure_audio_features(clips, dc["audio_features"], Path(cfg["run"]["output_dir"]) / "feature_cache",
                                    enc, is_main=acc.is_main_process, wait=acc.wait_for_everyone)
