@@ -260,6 +260,11 @@ def test_export_loads_in_core_loader_and_generates(tmp_path, weights, dataset):
                            torch.rand(1, 3, 4, 64, 64, generator=g), width=64, height=64, steps=2,
                            guidance_scale=2.5, seed=0, context_frames=4, context_overlap=1)
     assert tuple(result.frames.shape) == (4, 3, 64, 64) and torch.isfinite(result.frames).all()
+    from echomimic_core.video import VideoWriter, probe
+
+    with VideoWriter(tmp_path / "trained.mp4", fps=24) as writer:
+        writer.write(result.frames)
+    assert (tmp_path / "trained.mp4").stat().st_size > 0 and probe(tmp_path / "trained.mp4")
 
 
 def test_scale_flags_bf16_checkpointing_crop_and_options(tmp_path, weights, dataset):
