@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -222,8 +223,14 @@ class PoseSource:
     [n, H, W, 3]``. ``images(indices)`` returns float ``[1, 3, n, H, W]`` in [0, 1].
     """
 
-    def __init__(self, poses: Any, width: int, height: int, length: int | None = None) -> None:
+    def __init__(self, poses: Any, width: int, height: int, length: int | None = None,
+                 cache_bytes: int = 0) -> None:
         self.width, self.height = width, height
+        # drawn frames are kept compressed (bounding box of the non-black pixels, zlib) up to a fixed budget,
+        # so that later steps do not redraw them; the budget, not the video length, bounds the memory
+        self.cache_bytes = max(0, int(cache_bytes))
+        self._cache: dict[int, tuple] = {}
+        self._cache_used = 0
         self._tensor: torch.Tensor | None = None
         self._uint8_hwc = False
         self._draw: Callable[[list[int]], np.ndarray] | None = None
@@ -271,11 +278,48 @@ class PoseSource:
             else:
                 sel = self._tensor[:, :, idx].float()
             return sel.contiguous()
-        drawn = np.asarray(self._draw(idx))
-        if drawn.shape != (len(idx), self.height, self.width, 3):
-            raise InputError(f"pose drawing returned shape {drawn.shape}, expected "
-                             f"{(len(idx), self.height, self.width, 3)}")
+        drawn = self._drawn(idx)
         return torch.from_numpy(drawn.astype(np.float32) / 255.0).permute(3, 0, 1, 2)[None].contiguous()
+
+    def _drawn(self, idx: list[int]) -> np.ndarray:
+        """uint8 ``[n, H, W, 3]`` drawings of frames ``idx`` (cached ones decompressed, others drawn)."""
+        out = np.zeros((len(idx), self.height, self.width, 3), dtype=np.uint8)
+        missing = [i for i in dict.fromkeys(idx) if i not in self._cache]
+        fresh: dict[int, np.ndarray] = {}
+        if missing:
+            drawn = np.asarray(self._draw(missing))
+            if drawn.shape != (len(missing), self.height, self.width, 3):
+                raise InputError(f"pose drawing returned shape {drawn.shape}, expected "
+                                 f"{(len(missing), self.height, self.width, 3)}")
+            drawn = drawn.astype(np.uint8, copy=False)
+            for k, i in enumerate(missing):
+                fresh[i] = drawn[k]
+                self._remember(i, drawn[k])
+        for k, i in enumerate(idx):
+            if i in fresh:
+                out[k] = fresh[i]
+            else:
+                y0, y1, x0, x1, blob = self._cache[i]
+                if blob is not None:
+                    out[k, y0:y1, x0:x1] = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(y1 - y0, x1 - x0, 3)
+        return out
+
+    def _remember(self, index: int, image: np.ndarray) -> None:
+        if self._cache_used >= self.cache_bytes:
+            return
+        rows = np.flatnonzero(image.any(axis=(1, 2)))
+        if rows.size == 0:
+            entry = (0, 0, 0, 0, None)
+            size = 64
+        else:
+            cols = np.flatnonzero(image.any(axis=(0, 2)))
+            y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            blob = zlib.compress(np.ascontiguousarray(image[y0:y1, x0:x1]).tobytes(), 1)
+            entry = (y0, y1, x0, x1, blob)
+            size = len(blob) + 64
+        if self._cache_used + size <= self.cache_bytes:
+            self._cache[index] = entry
+            self._cache_used += size
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -419,7 +463,7 @@ class EchoMimicPipeline:
                  width: int = 768, height: int = 768, num_frames: int | None = None,
                  steps: int | None = None, guidance_scale: float | None = None, seed: int | None = None,
                  context_frames: int = 12, context_overlap: int = 3, preset: str | None = None,
-                 decode: bool = True, decode_chunk_size: int = 1,
+                 decode: bool = True, decode_chunk_size: int = 1, pose_cache_mb: float = 64.0,
                  on_frames: Callable[[torch.Tensor], Any] | None = None,
                  on_progress: Callable[[Progress], Any] | None = None,
                  cancel: Callable[[], Any] | None = None,
@@ -437,6 +481,8 @@ class EchoMimicPipeline:
         * ``steps`` / ``guidance_scale`` / ``seed``: default from ``preset`` (default: this pipeline's variant).
         * ``on_frames(frames)``: receives decoded float32 ``[n, 3, H, W]`` chunks in order; when given,
           frames are not collected (flat memory). ``on_progress(Progress)`` after every window and chunk.
+        * ``pose_cache_mb``: drawn pose images (from a pose sequence) are kept zlib-compressed, cropped to their
+          non-black box, up to this budget so later steps do not redraw them (0 = redraw every time).
         * ``cancel()``: checked before every window and decode chunk; returning True raises
           :class:`~echomimic_core.errors.Interrupted` (a cancel function may also raise its own exception).
         * ``latents``: optional initial latents (instead of seeded noise); ``on_step(i, t, noise_pred,
@@ -457,7 +503,7 @@ class EchoMimicPipeline:
         check_context(context_frames, context_overlap)
         decode_chunk_size = check_positive("decode chunk size", decode_chunk_size)
         audio = normalize_audio_features(audio_features)
-        pose_source = PoseSource(poses, width, height)
+        pose_source = PoseSource(poses, width, height, cache_bytes=int(max(0.0, float(pose_cache_mb)) * 2**20))
         available = min(audio.shape[0], pose_source.length)
         if num_frames is None:
             num_frames = available

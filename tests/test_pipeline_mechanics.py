@@ -268,3 +268,28 @@ def test_bad_inputs_fail_before_work(tmp_path):
         with pytest.raises(InputError, match=match):
             pipe.generate(*args, width=32, height=32, steps=1)
     assert pipe.denoising_unet.calls == []
+
+
+def test_pose_drawing_cache_is_exact_and_bounded():
+    rng = np.random.default_rng(0)
+    frames = np.zeros((6, 32, 32, 3), np.uint8)
+    frames[:, 5:12, 8:20] = rng.integers(0, 255, (6, 7, 12, 3))  # sparse, like hand drawings
+    frames[3] = 0                                                 # an empty frame
+    calls = []
+
+    def draw(idx, h, w):
+        calls.append(list(idx))
+        return frames[idx]
+
+    cached = PoseSource(draw, 32, 32, length=6, cache_bytes=1 << 20)
+    first = cached.images([0, 1, 2, 3])
+    assert calls == [[0, 1, 2, 3]]
+    again = cached.images([2, 3, 4, 0])
+    assert calls == [[0, 1, 2, 3], [4]]  # only the new frame is drawn
+    assert torch.equal(again, PoseSource(lambda i, h, w: frames[i], 32, 32, length=6).images([2, 3, 4, 0]))
+    assert torch.equal(first[:, :, 0], again[:, :, 3])
+    assert cached._cache_used < frames[0].nbytes * 2  # stored cropped + compressed
+    tiny = PoseSource(draw, 32, 32, length=6, cache_bytes=10)
+    tiny.images([0, 1])
+    tiny.images([0, 1])
+    assert calls[-2:] == [[0, 1], [0, 1]]  # over budget: nothing kept, redrawn
