@@ -145,3 +145,20 @@ def test_pose_dropout_ramp_and_validation():
     with pytest.raises(ValueError):
         load_config(None, ["data.clip_frames=4"])
     assert load_config("stage2_temporal", ["optim.lr=2e-5"])["optim"]["lr"] == 2e-5
+
+
+def test_pose_loss_reads_the_live_pose_encoder_without_training_it():
+    from echomimic_core.models import PoseEncoder
+
+    from train.losses import build_pose_loss
+
+    pe = PoseEncoder(32, 3, (8, 16, 16, 32))  # conv_out zero-initialised, as at the start of stage 1
+    loss = build_pose_loss({"backbone": "pose_encoder"}, pe)
+    assert not list(loss.parameters())  # not a copy, not a sub-module
+    pred = (torch.rand(2, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    per = loss(pred, torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert per.shape == (2,) and (per > 0).all()  # informative even with a zero conv_out
+    per.sum().backward()
+    assert pred.grad.abs().sum() > 0
+    assert all(p.grad is None for p in pe.parameters())
+    assert all(p.requires_grad for p in pe.parameters())

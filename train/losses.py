@@ -121,7 +121,8 @@ class PoseFeatureLoss(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-        self.net.requires_grad_(False)
+        if not isinstance(net, LivePoseEncoderFeatures):  # the live encoder keeps its own requires_grad
+            self.net.requires_grad_(False)
         self.net.eval()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -131,15 +132,30 @@ class PoseFeatureLoss(nn.Module):
         return (fp - ft).pow(2).flatten(1).mean(1)
 
 
-class _FrameWise(nn.Module):
-    """Runs a PoseEncoder-like 5-D (b c f h w) module on 4-D images by adding f = 1."""
+class LivePoseEncoderFeatures(nn.Module):
+    """M_p = the PoseEncoder being trained, read with **detached** weights (gradients reach Î0 only).
 
-    def __init__(self, module: nn.Module):
+    Returns the encoder's hidden "keypoint maps" (the SiLU output of its last block, before conv_out)
+    and its conv_out output, flattened and concatenated. The hidden maps keep the loss informative at
+    the start of stage 1, where conv_out is zero-initialised. The encoder is held by reference, not
+    registered as a sub-module, so it is not duplicated in state dicts or moved twice."""
+
+    def __init__(self, pose_encoder: nn.Module):
         super().__init__()
-        self.module = module
+        self._pe = (pose_encoder,)
 
-    def forward(self, x):
-        return self.module(x.unsqueeze(2)).squeeze(2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pe = self._pe[0]
+
+        def conv(layer, h):
+            return F.conv2d(h, layer.weight.detach().to(h.dtype), layer.bias.detach().to(h.dtype),
+                            layer.stride, layer.padding)
+
+        h = F.silu(conv(pe.conv_in, x))
+        for blk in pe.blocks:
+            h = F.silu(conv(blk, h))
+        out = conv(pe.conv_out, h)
+        return torch.cat([h.flatten(1), out.flatten(1)], dim=1)
 
 
 class RandomInitPoseNetForTests(nn.Module):
@@ -160,17 +176,15 @@ class RandomInitPoseNetForTests(nn.Module):
 
 def build_pose_loss(cfg: dict, pose_encoder: nn.Module | None) -> PoseFeatureLoss:
     """`losses.pose.backbone`:
-    * "pose_encoder" — a frozen copy of the PoseEncoder at the start of the run applied to the RGB
-      images (the paper's literal wording: E_P extracts the keypoint maps);
+    * "pose_encoder" — the PoseEncoder being trained, applied to the RGB images with detached weights
+      (the paper's literal wording: the pose encoder E_P extracts the keypoint maps of Î0 and I);
     * "torchscript:<path>" — a local TorchScript keypoint-heatmap network ([B,3,H,W] in [0,1] → maps);
     * "random_init_for_tests" — CI only."""
-    import copy
-
     kind = cfg.get("backbone", "pose_encoder")
     if kind == "pose_encoder":
         if pose_encoder is None:
             raise ValueError("pose loss backbone 'pose_encoder' needs the PoseEncoder")
-        return PoseFeatureLoss(_FrameWise(copy.deepcopy(pose_encoder).float()))
+        return PoseFeatureLoss(LivePoseEncoderFeatures(pose_encoder))
     if kind == "random_init_for_tests":
         return PoseFeatureLoss(RandomInitPoseNetForTests())
     if isinstance(kind, str) and kind.startswith("torchscript:"):
