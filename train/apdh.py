@@ -229,12 +229,18 @@ class Trainer:
     @torch.no_grad()
     def _encode(self, images: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] → latents × 0.18215 (posterior mean, or a sample seeded per sample)."""
-        dist = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        chunk = 8  # stage 2 encodes 24 frames per sample: bound the VAE's activation memory
+        means, stds = [], []
+        for i in range(0, images.shape[0], chunk):
+            dist = self.vae.encode(images[i:i + chunk].to(self.vae.dtype)).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+        mean, std = torch.cat(means), torch.cat(stds)
         if self.cfg["training"]["latent"] == "sample":
-            eps = torch.stack([torch.randn(dist.mean.shape[1:], generator=g) for g in gens]).to(dist.mean)
-            z = dist.mean + dist.std * eps
+            eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in gens]).to(mean)
+            z = mean + std * eps
         else:
-            z = dist.mean
+            z = mean
         return z.float() * M.VAE_SCALE
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
