@@ -121,12 +121,14 @@ def test_phase_configs_load_and_select_parameters():
              "denoising_unet": ["down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
                                 "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
                                 "down_blocks.0.attentions.0.transformer_blocks.0.norm2.weight",
+                                "down_blocks.0.resnets.0.norm2.weight",
                                 "down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"]}
     s1 = trainable_names(cfgs["stage1_1_initial_pose"]["phase"], named)
     assert s1["reference_unet"] == {"a.weight"} and s1["pose_encoder"] == {"conv_in.weight"}
-    assert s1["denoising_unet"] == {"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"}
+    assert s1["denoising_unet"] == {"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+                                    "down_blocks.0.resnets.0.norm2.weight"}
     s3 = trainable_names(cfgs["stage1_3_lips"]["phase"], named)
-    assert len(s3["denoising_unet"]) == 3
+    assert len(s3["denoising_unet"]) == 4
     s2n = trainable_names(s2["phase"], named)
     assert s2n["reference_unet"] == set() and s2n["pose_encoder"] == set()
     assert s2n["denoising_unet"] == {"down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"}

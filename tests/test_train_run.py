@@ -105,7 +105,9 @@ def test_every_phase_runs_and_trains_only_its_parameters(name, over, tmp_path, w
     trainable = {k for k, p in tr.net.named_parameters() if p.requires_grad}
     assert changed and changed <= trainable, sorted(changed - trainable)[:5]
     ph = cfg["phase"]
-    audio = {k for k in before if k.startswith("denoising_unet.") and (".attn2." in k or ".norm2." in k)}
+    audio = {k for k in before if k.startswith("denoising_unet.") and ".transformer_blocks." in k
+             and (".attn2." in k or ".norm2." in k)}
+    resnet_norm2 = {k for k in before if k.startswith("denoising_unet.") and ".resnets." in k and ".norm2." in k}
     motion = {k for k in before if "motion_modules." in k}
     if ph["stage"] == 2:
         assert trainable <= motion and changed & motion
@@ -113,6 +115,7 @@ def test_every_phase_runs_and_trains_only_its_parameters(name, over, tmp_path, w
         assert not (trainable & motion)
         assert any(k.startswith("reference_unet.") for k in changed)
         assert any(k.startswith("pose_encoder.") for k in trainable)
+        assert resnet_norm2 <= trainable  # ResNet norm2 is not part of the audio attention
         if ph["audio"] == "muted":
             assert not (trainable & audio)
         else:
@@ -280,3 +283,25 @@ def test_scale_flags_bf16_checkpointing_crop_and_options(tmp_path, weights, data
     assert torch.isfinite(torch.tensor(result["last"]["loss"])) and result["last"]["detail"] > 0
     assert tr.acc.mixed_precision == "bf16"
     assert tr.net.denoising_unet.is_gradient_checkpointing
+
+
+def test_sd_init_copies_matching_tensors_and_zero_inits_new_parts(weights, dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    from train.modeling import build_models
+
+    cfg = tiny_cfg("stage1_1_initial_pose", tmp_path / "run", weights, dataset)
+    m = build_models(cfg)
+    sd = load_file(str(weights / "sd-image-variations-diffusers" / "unet" / "diffusion_pytorch_model.safetensors"))
+    ref = m.reference_unet.state_dict()
+    den = m.denoising_unet.state_dict()
+    assert not any(".attn2." in k or (".transformer_blocks." in k and ".norm2." in k) or k.startswith("conv_out")
+                   for k in ref)
+    assert all(torch.equal(ref[k], sd[k].float()) for k in ref)  # every ReferenceNet tensor from SD-IV
+    k = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert torch.equal(den[k], sd[k].float())
+    k2 = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    assert den[k2].shape[1] == 384 and sd[k2].shape[1] != 384  # new audio projection
+    assert m.pose_encoder.conv_out.weight.abs().sum() == 0
+    proj = [v for n, v in den.items() if "motion_modules." in n and "proj_out" in n]
+    assert proj and all(v.abs().sum() == 0 for v in proj)  # motion modules start as the identity

@@ -18,7 +18,7 @@ Selectors (parameter groups of the three trained networks):
   reference_unet              every ReferenceNet parameter
   pose_encoder                every PoseEncoder parameter
   denoising_unet.spatial      every denoiser parameter that is not in a motion module
-  denoising_unet.audio        the audio cross-attention (attn2.* and norm2.* of the spatial blocks)
+  denoising_unet.audio        the audio cross-attention (attn2.* and norm2.* of the transformer blocks)
   denoising_unet.motion       the motion modules (keys containing "motion_modules.")
 """
 
@@ -222,7 +222,8 @@ def _matches(selector: str, module: str, name: str) -> bool:
     if selector == "denoising_unet.spatial":
         return not is_motion
     if selector == "denoising_unet.audio":
-        return (not is_motion) and (".attn2." in name or ".norm2." in name)
+        # the transformer blocks' attn2/norm2 only (ResNets also have a `norm2`, which is not audio)
+        return (not is_motion) and ".transformer_blocks." in name and (".attn2." in name or ".norm2." in name)
     return False
 
 
