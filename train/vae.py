@@ -128,9 +128,11 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
 def train_vae(frames: np.ndarray, masks: np.ndarray | None = None, *, config: dict | None = None,
               steps: int = 1500, batch: int = 16, lr: float = 1e-3, kl_weight: float = 1e-6,
               focus: float = 4.0, seed: int = 0, max_seconds: float | None = None, log_every: int = 50,
-              vae=None, log=print):
+              vae=None, log=print, color_aug: bool = True):
     """Train (or continue training ``vae``) and return ``(vae, history)``; history rows are dicts
-    ``{step, loss, l1, mse, kl, seconds}``."""
+    ``{step, loss, l1, mse, kl, seconds}``. Augmentation: horizontal flips, and with ``color_aug`` a
+    random channel permutation and 25 % colour inversion per sample (the figures' colours are random, so
+    the VAE must not learn a fixed palette)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -160,6 +162,11 @@ def train_vae(frames: np.ndarray, masks: np.ndarray | None = None, *, config: di
         flip = torch.rand(batch, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         w = torch.where(flip[:, None, None, None], w.flip(-1), w)
+        if color_aug:  # random RGB channel order and (sometimes) inversion: colours never seen together
+            perm = torch.stack([torch.randperm(3, generator=gen) for _ in range(batch)])
+            x = torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
+            inv = torch.rand(batch, generator=gen) < 0.25
+            x = torch.where(inv[:, None, None, None], -x, x)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         y = vae.decode(z).sample
@@ -290,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the raw latents and write scaling_factor = 1/std (default: fold a per-channel "
                          "normalisation into quant_conv/post_quant_conv so the hard-coded 0.18215 gives unit std)")
     ap.add_argument("--init", help="continue from this diffusers VAE folder")
+    ap.add_argument("--no-color-aug", action="store_true", help="disable channel-permutation/inversion augmentation")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, args.threads))
@@ -313,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     vae, history = train_vae(frames, masks, config=config, steps=args.steps, batch=args.batch, lr=args.lr,
                              kl_weight=args.kl, focus=args.focus, seed=args.seed,
                              max_seconds=args.max_minutes * 60, vae=vae, log_every=args.log_every,
+                             color_aug=not args.no_color_aug,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
     train_seconds = time.time() - t0
     metrics = evaluate_vae(vae, ev_frames, ev_masks)
