@@ -49,17 +49,12 @@ class EchoMimicModelsHandle:
             _comfy.soft_empty_cache()
 
     def get_audio_encoder(self):
-        """The whisper encoder: the one ``load_models`` loaded, else audio_processor/ of the folder."""
+        """The whisper encoder of this model folder (audio_processor/tiny.pt), loaded once, float32."""
         with self._lock:
-            if self.audio_encoder is None:
-                self.audio_encoder = getattr(self.models, "audio_encoder", None)
             if self.audio_encoder is None:
                 from echomimic_core.audio import load_audio_encoder
 
-                folder = self.folder
-                candidates = [os.path.join(folder, "audio_processor"),
-                              os.path.join(os.path.dirname(folder), "audio_processor")]
-                path = next((c for c in candidates if os.path.isdir(c)), candidates[0])
+                path = getattr(self.models, "audio_encoder_path", None) or os.path.join(self.folder, "audio_processor")
                 self.audio_encoder = load_audio_encoder(path, dtype=torch.float32, device=self.device)
             return self.audio_encoder
 

@@ -4,6 +4,7 @@ fit its length to the audio, and draw it for preview. ECHOMIMIC_POSES carries an
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 
@@ -72,6 +73,21 @@ _EXTRACTORS: dict = {}
 _EXTRACTOR_LOCK = threading.Lock()
 
 
+@atexit.register
+def close_extractors() -> None:
+    """Free the cached extractors while the interpreter is still whole: a mediapipe graph that is
+    only collected during interpreter shutdown can hang the process on exit."""
+    with _EXTRACTOR_LOCK:
+        for extractor in _EXTRACTORS.values():
+            close = getattr(extractor, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+        _EXTRACTORS.clear()
+
+
 def _dwpose_dir() -> str | None:
     for _, root in _comfy.model_search_roots():
         for sub in ("dwpose", ""):
@@ -100,18 +116,6 @@ def get_extractor(backend: str):
                 extractor = MediaPipeExtractor()
             _EXTRACTORS[backend] = extractor
         return extractor
-
-
-def detect_frames(images, backend: str) -> list[dict]:
-    """Run the extractor on every image of an IMAGE batch (one frame at a time, checking interrupt)."""
-    extractor = get_extractor(backend)
-    bar = _comfy.Progress(images.shape[0])
-    detections = []
-    for i in range(images.shape[0]):
-        _comfy.throw_if_interrupted()
-        detections.append(extractor(_comfy.image_to_uint8(images, i)))
-        bar(i + 1, images.shape[0])
-    return detections
 
 
 # ------------------------------------------------------------------ nodes
@@ -176,12 +180,20 @@ class EchoMimicV2ExtractPoses:
                    "the whole clip (the official driving-video preprocessing).")
 
     def extract(self, images, backend, fps):
-        from echomimic_core.pose import sequence_from_detections
+        from echomimic_core.pose import extract_sequence
 
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"EchoMimicV2 Extract Poses: expected an IMAGE batch, got shape {tuple(images.shape)}")
-        detections = detect_frames(images, backend)
-        seq, _ = sequence_from_detections(detections, int(images.shape[1]), int(images.shape[2]), fps=float(fps))
+        total = int(images.shape[0])
+        bar = _comfy.Progress(total)
+
+        def frames():  # one uint8 frame at a time; the interrupt is honoured between frames
+            for i in range(total):
+                _comfy.throw_if_interrupted()
+                yield _comfy.image_to_uint8(images, i)
+
+        seq, _ = extract_sequence(frames(), get_extractor(backend), fps=float(fps),
+                                  progress=lambda k: bar(k + 1, total))
         return (seq, len(seq))
 
 

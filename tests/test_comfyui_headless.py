@@ -1,0 +1,285 @@
+"""The pack inside a real ComfyUI: the vendored ComfyUI (shared/vendor/ComfyUI) is started headless on
+CPU on a free loopback port with this pack linked into its custom nodes and the tiny test models (the
+official layout) as its models folder. The tests check /object_info, queue each API workflow over
+HTTP, wait for it and check the mp4 it wrote (frames, size, audio stream), and check that a failing
+node (missing model file) gives a clear node error while the server keeps serving."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED
+from test_nodes_helpers import MEDIA, load_pack, make_broken_models_dir, make_models_dir
+from test_workflows import NAMES, ui_to_api
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+HELPER = SHARED / "tools" / "comfyui_headless.sh"
+PACK_NAME = "ComfyUI-EchoMimicV2"
+REF_IMAGE = "echomimicv2_demo_0014.png"
+SPEECH = "speech_en_3s_16k_mono.wav"
+DRIVER = "driving_video.mp4"
+# small enough for two shared CPU cores, big enough to cross a context-window boundary
+SIZE, STEPS, LENGTH = 64, 2, 16
+RUN_TIMEOUT = float(os.environ.get("ECHOMIMIC_COMFYUI_RUN_TIMEOUT", 600))
+
+
+def make_driving_video(path: Path, frames: int = 8, size: int = 256) -> None:
+    """A short H.264 clip of the demo person (the reference photo, panned a little), 24 fps."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    img = Image.open(MEDIA / "ref_images" / "echomimicv2_demo_0047.png").convert("RGB")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            crop = img.crop((8 * i, 0, 1024 - 64 + 8 * i, 1024 - 64)).resize((size, size), Image.BICUBIC)
+            frame = av.VideoFrame.from_ndarray(np.asarray(crop), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory):
+    if not HELPER.is_file():
+        pytest.fail(f"ComfyUI helper not found at {HELPER}: set ECHOMIMIC_SHARED_DIR")
+    base = tmp_path_factory.mktemp("comfyui_headless")
+    models = base / "models"
+    models.mkdir()
+    make_models_dir(models)
+    make_broken_models_dir(models)
+    packs = base / "packs"
+    packs.mkdir()
+    (packs / PACK_NAME).symlink_to(REPO, target_is_directory=True)
+    rt = base / "rt"
+    (rt / "input" / "echomimic_poses").mkdir(parents=True)
+    shutil.copy(MEDIA / "ref_images" / REF_IMAGE, rt / "input" / REF_IMAGE)
+    shutil.copy(MEDIA / "audio" / SPEECH, rt / "input" / SPEECH)
+    shutil.copytree(MEDIA / "pose" / "01", rt / "input" / "echomimic_poses" / "01")
+    make_driving_video(rt / "input" / DRIVER)
+    env = {**os.environ, "COMFYUI_RUNTIME_DIR": str(rt), "COMFYUI_MODELS_DIR": str(models),
+           "PYTHON": sys.executable, "COMFYUI_DIR": str(SHARED / "vendor" / "ComfyUI")}
+    t0 = time.time()
+    out = subprocess.run(["bash", str(HELPER), "start", str(packs / PACK_NAME)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        pytest.fail("ComfyUI did not start:\n" + out.stdout[-2000:] + out.stderr[-4000:])
+    info = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+    info["startup_s"] = time.time() - t0
+    info["rt"] = rt
+    try:
+        yield info
+    finally:
+        subprocess.run(["bash", str(HELPER), "stop", str(rt)], env=env, timeout=60)
+
+
+def _get(url: str):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.load(r)
+
+
+def _post(url: str, body: dict):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def queue(comfy, prompt: dict) -> str:
+    status, body = _post(comfy["COMFYUI_URL"] + "/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})
+    assert status == 200, body
+    assert not body.get("node_errors"), body
+    return body["prompt_id"]
+
+
+def wait(comfy, prompt_id: str, timeout: float = RUN_TIMEOUT) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = _get(f"{comfy['COMFYUI_URL']}/history/{prompt_id}").get(prompt_id)
+        if entry:
+            st = entry.get("status", {})
+            if st.get("completed") or st.get("status_str") == "error":
+                return entry
+        time.sleep(0.5)
+    log = Path(comfy["COMFYUI_LOG"]).read_text()[-4000:]
+    pytest.fail(f"prompt {prompt_id} did not finish in {timeout:.0f}s\n{log}")
+
+
+def error_message(entry: dict) -> dict:
+    for kind, data in entry["status"].get("messages", []):
+        if kind == "execution_error":
+            return data
+    return {}
+
+
+def small(api: dict) -> dict:
+    """The workflow at test size (tiny model: 64x64, a few steps, 16 frames)."""
+    api = copy.deepcopy(api)
+    for node in api.values():
+        inputs = node["inputs"]
+        if node["class_type"] in ("EchoMimicV2Sampler", "EchoMimicV2SampleToFile"):
+            inputs.update(width=SIZE, height=SIZE, steps=STEPS, length=LENGTH)
+        if node["class_type"] == "EchoMimicV2PosePreview":
+            inputs.update(width=SIZE, height=SIZE, max_frames=4)
+    return api
+
+
+def load_api(name: str) -> dict:
+    return json.loads((REPO / "workflows" / f"{name}.api.json").read_text())
+
+
+def saved_videos(comfy, entry: dict) -> list[Path]:
+    paths = []
+    for output in entry["outputs"].values():
+        for item in output.get("images", []):
+            if item.get("filename", "").endswith(".mp4"):
+                assert item["type"] == "output"
+                paths.append(comfy["rt"] / "output" / item.get("subfolder", "") / item["filename"])
+    return paths
+
+
+def probe(path: Path) -> dict:
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for _ in c.decode(v))
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0] if c.streams.audio else None
+        return {"frames": frames, "width": v.codec_context.width, "height": v.codec_context.height,
+                "vcodec": v.codec_context.name, "acodec": a.codec_context.name if a else None,
+                "audio_duration": float(a.duration * a.time_base) if a is not None and a.duration else None}
+
+
+# ----------------------------------------------------------------------------------------------------
+def test_object_info_lists_every_node_with_its_inputs(comfy):
+    info = _get(comfy["COMFYUI_URL"] + "/object_info")
+    pack = load_pack()
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert name in info, f"{name} not registered"
+        node = info[name]
+        spec = cls.INPUT_TYPES()
+        for section in ("required", "optional"):
+            assert list(node["input"].get(section, {})) == list(spec.get(section, {})), (name, section)
+        assert node["output"] == list(cls.RETURN_TYPES)
+        assert node["category"] == "EchoMimicV2"
+        assert node["display_name"] == pack.NODE_DISPLAY_NAME_MAPPINGS[name]
+    # the model folders found in models/echomimic_v2 and the pose folders in input/echomimic_poses
+    folders = info["EchoMimicV2ModelLoader"]["input"]["required"]["model_folder"][0]
+    assert "echomimic_v2" in folders and "echomimic_v2/broken" in folders
+    sources = info["EchoMimicV2LoadPoses"]["input"]["required"]["pose_source"][0]
+    assert "echomimic_poses/01" in sources
+    for core in ("LoadAudio", "LoadImage", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage"):
+        assert core in info
+
+
+def test_core_widget_order_matches_object_info(comfy):
+    """The UI->API conversion (and the workflow generator) use a table of the core nodes' widgets;
+    it must match the real server's schema."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wf_gen", REPO / "workflows" / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    info = _get(comfy["COMFYUI_URL"] + "/object_info")
+    widget_types = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+    for name, widgets in gen.CORE_WIDGETS.items():
+        node = info[name]
+        order = node.get("input_order", {})
+        names = order.get("required", []) + order.get("optional", [])
+        real = []
+        for n in names:
+            decl = node["input"].get("required", {}).get(n) or node["input"]["optional"][n]
+            kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
+            if isinstance(kind, list) or kind in widget_types:
+                real.append((n, bool(opts.get("control_after_generate"))))
+        assert real == [tuple(w) for w in widgets], name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_workflow_equals_ui_workflow_under_server_schema(comfy, name):
+    """Convert the UI workflow with the widget order served by /object_info and compare with the API file."""
+    info = _get(comfy["COMFYUI_URL"] + "/object_info")
+    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    orders = {}
+    for node in ui["nodes"]:
+        spec = info[node["type"]]
+        names = spec["input_order"].get("required", []) + spec["input_order"].get("optional", [])
+        widgets = []
+        for n in names:
+            decl = spec["input"].get("required", {}).get(n) or spec["input"]["optional"][n]
+            kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                widgets.append((n, bool(opts.get("control_after_generate"))))
+        orders[node["type"]] = widgets
+    api = load_api(name)
+    assert ui_to_api(ui, orders) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_runs_and_writes_mp4(comfy, name):
+    t0 = time.time()
+    pid = queue(comfy, small(load_api(name)))
+    entry = wait(comfy, pid)
+    assert entry["status"]["status_str"] == "success", error_message(entry) or entry["status"]
+    videos = saved_videos(comfy, entry)
+    assert len(videos) == 1, entry["outputs"]
+    facts = probe(videos[0])
+    print(f"{name}: {time.time() - t0:.1f}s {facts}")
+    assert facts["frames"] == LENGTH
+    assert (facts["width"], facts["height"]) == (SIZE, SIZE)
+    assert facts["vcodec"] == "h264"
+    assert facts["acodec"] == "aac"
+    assert facts["audio_duration"] == pytest.approx(LENGTH / 24.0, abs=0.08)
+    # atomic writers leave no partial files behind
+    assert not [p for p in (comfy["rt"] / "output").rglob("*partial*")]
+
+
+def test_missing_model_file_is_a_node_error_and_the_server_keeps_serving(comfy):
+    api = small(load_api("echomimic_v2_demo_poses"))
+    loader = next(k for k, n in api.items() if n["class_type"] == "EchoMimicV2ModelLoader")
+    api[loader]["inputs"]["model_folder"] = "echomimic_v2/broken"
+    entry = wait(comfy, queue(comfy, api), timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    err = error_message(entry)
+    assert err["node_id"] == loader and err["node_type"] == "EchoMimicV2ModelLoader"
+    assert "denoising_unet" in err["exception_message"], err["exception_message"]
+    # still serving: schema, and a small prompt of ours runs to completion
+    assert "EchoMimicV2Sampler" in _get(comfy["COMFYUI_URL"] + "/object_info/EchoMimicV2Sampler")
+    prompt = {
+        "1": {"class_type": "EchoMimicV2LoadPoses", "inputs": {"pose_source": "echomimic_poses/01", "fps": 24.0}},
+        "2": {"class_type": "EchoMimicV2PosePreview",
+              "inputs": {"poses": ["1", 0], "width": 64, "height": 64, "parts": "hands (model input)", "max_frames": 2}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    entry = wait(comfy, queue(comfy, prompt), timeout=120)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
+    assert len(entry["outputs"]["3"]["images"]) == 2
+
+
+def test_invalid_widget_value_is_rejected_at_validation(comfy):
+    api = small(load_api("echomimic_v2_demo_poses"))
+    loader = next(k for k, n in api.items() if n["class_type"] == "EchoMimicV2ModelLoader")
+    api[loader]["inputs"]["variant"] = "turbo"
+    status, body = _post(comfy["COMFYUI_URL"] + "/prompt", {"prompt": api, "client_id": "t"})
+    assert status == 400
+    assert loader in body["node_errors"]

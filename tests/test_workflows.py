@@ -1,0 +1,177 @@
+"""The example workflows: UI format and API format stay in sync, use only core nodes and ours, and
+every value fits the node's inputs. (Running them in a real ComfyUI is tests/test_comfyui_headless.py.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_nodes_helpers import load_pack
+
+WORKFLOWS = REPO / "workflows"
+NAMES = ["echomimic_v2_demo_poses", "echomimic_v2_driving_video", "echomimic_v2_accelerated"]
+CORE_NODES = {"LoadImage", "LoadAudio", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage",
+              "CreateVideo"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _generate_module():
+    spec = importlib.util.spec_from_file_location("workflows_generate", WORKFLOWS / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def widget_order_from_input_types(spec: dict) -> list[tuple[str, bool]]:
+    out = []
+    for section in ("required", "optional"):
+        for name, value in spec.get(section, {}).items():
+            kind, opts = value[0], (value[1] if len(value) > 1 else {})
+            if isinstance(kind, list) or (kind in WIDGET_TYPES and not opts.get("forceInput")):
+                out.append((name, bool(opts.get("control_after_generate")) or name in ("seed", "noise_seed")))
+    return out
+
+
+def widget_orders() -> dict:
+    """Widget names in order per node type: ours from INPUT_TYPES, core from the generator's table
+    (which the headless test checks against the real /object_info)."""
+    pack = load_pack()
+    orders = {name: widget_order_from_input_types(cls.INPUT_TYPES()) for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    for name, widgets in _generate_module().CORE_WIDGETS.items():
+        orders[name] = list(widgets)
+    return orders
+
+
+def ui_to_api(ui: dict, orders: dict) -> dict:
+    """What the editor's "Export (API)" makes of a UI workflow: links become [src_id, slot], widget
+    values are keyed by widget name (control_after_generate and upload values dropped)."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node.get("mode", 0) in (2, 4):  # muted / bypassed nodes are not exported
+            continue
+        inputs = {}
+        values = list(node.get("widgets_values") or [])
+        k = 0
+        for name, control in orders[node["type"]]:
+            if k < len(values):
+                inputs[name] = values[k]
+            k += 1
+            if control and k < len(values) and values[k] in CONTROL_VALUES:
+                k += 1
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None:
+                link = links[inp["link"]]
+                inputs[inp["name"]] = [str(link[1]), link[2]]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+def load(name: str) -> tuple[dict, dict]:
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    api = json.loads((WORKFLOWS / f"{name}.api.json").read_text())
+    return ui, api
+
+
+@pytest.fixture(scope="module")
+def orders():
+    return widget_orders()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_and_api_in_sync(name, orders):
+    ui, api = load(name)
+    converted = ui_to_api(ui, orders)
+    stripped = {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in api.items()}
+    assert converted == stripped
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_only_core_nodes_and_ours(name):
+    pack = load_pack()
+    ui, api = load(name)
+    used = {n["type"] for n in ui["nodes"]}
+    assert used <= CORE_NODES | set(pack.NODE_CLASS_MAPPINGS), used - CORE_NODES - set(pack.NODE_CLASS_MAPPINGS)
+    assert {n["class_type"] for n in api.values()} == used
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_links_are_consistent(name):
+    ui, _ = load(name)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert ui["last_node_id"] >= max(nodes)
+    assert ui["last_link_id"] >= max(link[0] for link in ui["links"])
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        out = nodes[src]["outputs"][src_slot]
+        inp = nodes[dst]["inputs"][dst_slot]
+        assert out["type"] == kind, (link_id, out, kind)
+        assert inp["link"] == link_id and link_id in (out["links"] or [])
+        if "widget" not in inp:
+            assert inp["type"] == kind, (link_id, inp, kind)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_values_fit_our_nodes(name):
+    """Every required input of our nodes is given; numbers are in range, combos are valid options
+    (except the lists that depend on what is installed: model folders and pose sources)."""
+    pack = load_pack()
+    _, api = load(name)
+    for nid, node in api.items():
+        cls = pack.NODE_CLASS_MAPPINGS.get(node["class_type"])
+        if cls is None:
+            continue
+        spec = cls.INPUT_TYPES()
+        for name_, value in spec["required"].items():
+            assert name_ in node["inputs"], f"{node['class_type']} #{nid}: {name_} missing"
+        for section in ("required", "optional"):
+            for name_, decl in spec.get(section, {}).items():
+                if name_ not in node["inputs"] or isinstance(node["inputs"][name_], list):
+                    continue
+                given = node["inputs"][name_]
+                kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
+                if isinstance(kind, list):
+                    if name_ not in ("model_folder", "pose_source"):
+                        assert given in kind, (nid, name_, given)
+                elif kind in ("INT", "FLOAT"):
+                    assert opts.get("min", given) <= given <= opts.get("max", given), (nid, name_, given)
+
+
+def test_each_use_is_covered():
+    _, demo = load("echomimic_v2_demo_poses")
+    _, driving = load("echomimic_v2_driving_video")
+    _, acc = load("echomimic_v2_accelerated")
+    types = lambda api: {n["class_type"] for n in api.values()}  # noqa: E731
+    assert {"EchoMimicV2LoadPoses", "EchoMimicV2Sampler", "EchoMimicV2VideoCombine", "SaveVideo"} <= types(demo)
+    assert {"LoadVideo", "GetVideoComponents", "EchoMimicV2ExtractPoses", "EchoMimicV2AlignPoses",
+            "EchoMimicV2Sampler", "SaveVideo"} <= types(driving)
+    loaders = [n for n in acc.values() if n["class_type"] == "EchoMimicV2ModelLoader"]
+    assert loaders and loaders[0]["inputs"]["variant"] == "acc"
+    assert "EchoMimicV2SampleToFile" in types(acc)
+    sampler = next(n for n in acc.values() if n["class_type"] == "EchoMimicV2SampleToFile")
+    assert sampler["inputs"]["steps"] == 6 and sampler["inputs"]["cfg"] == 1.0
+
+
+def test_generator_reproduces_the_files(tmp_path, monkeypatch):
+    """workflows/generate.py writes exactly the committed files (so they never drift apart)."""
+    gen = _generate_module()
+    pack = load_pack()
+    schemas = gen.schemas_for(pack)
+    titles = {**gen.CORE_TITLES, **pack.NODE_DISPLAY_NAME_MAPPINGS}
+    for name, fn in gen.WORKFLOWS_DEF.items():
+        ui, api = gen.build(fn(), schemas, titles)
+        assert (ui, api) == load(name), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_graph_picture_exists(name):
+    from PIL import Image
+
+    path = REPO / "docs" / f"{name}.png"
+    assert path.is_file()
+    with Image.open(path) as img:
+        assert img.width > 800 and img.height > 300
