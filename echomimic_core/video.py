@@ -59,6 +59,30 @@ def _fps_fraction(fps: float | int | Fraction) -> Fraction:
     return value
 
 
+#: sample rates the AAC encoder accepts; anything else is resampled to 48 kHz
+AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
+    import av
+
+    layout = "stereo" if samples.shape[0] >= 2 else "mono"
+    samples = np.ascontiguousarray(samples[:2].astype(np.float32))
+    frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
+    frame.sample_rate = rate
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=target)
+    parts = [f.to_ndarray() for f in resampler.resample(frame)] + [f.to_ndarray() for f in resampler.resample(None)]
+    return np.concatenate(parts, axis=1) if parts else np.zeros((samples.shape[0], 0), np.float32)
+
+
+def prepare_audio(source: AudioSource) -> tuple[np.ndarray, int]:
+    """:func:`load_audio_samples`, then resampled to 48 kHz when the rate is not one AAC supports."""
+    samples, rate = load_audio_samples(source)
+    if rate not in AAC_RATES:
+        samples, rate = _resample(samples, rate, 48000), 48000
+    return samples, rate
+
+
 def load_audio_samples(source: AudioSource) -> tuple[np.ndarray, int]:
     """Decode an audio file (anything FFmpeg reads) or take ``(waveform, sample_rate)``.
 
@@ -132,7 +156,7 @@ class VideoWriter:
         self._audio_source = audio
         self._audio: tuple[np.ndarray, int] | None = None
         if audio is not None:  # fail early, before any frame is produced
-            self._audio = load_audio_samples(audio)
+            self._audio = prepare_audio(audio)
         if not self.path.parent.is_dir():
             raise InputError(f"output folder does not exist: {self.path.parent}")
         suffix = self.path.suffix or ".mp4"

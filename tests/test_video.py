@@ -86,3 +86,13 @@ def test_bad_inputs(tmp_path):
         with VideoWriter(tmp_path / "empty.mp4"):
             pass
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".mp4"]
+
+
+def test_unusual_sample_rate_is_resampled(tmp_path):
+    wave = np.stack([np.sin(np.linspace(0, 300, 11000)), np.cos(np.linspace(0, 300, 11000))]).astype(np.float32)
+    out = tmp_path / "odd_rate.mp4"
+    with VideoWriter(out, fps=24, audio=(wave, 22000)) as writer:  # 22 kHz: not an AAC rate
+        writer.write(_frames(12, 32, 32))
+    info = probe(out)
+    assert info["audio"]["sample_rate"] == 48000 and info["audio"]["channels"] == 2
+    assert info["audio"]["duration"] == pytest.approx(0.5, abs=1e-3)
