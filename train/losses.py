@@ -129,33 +129,42 @@ class PoseFeatureLoss(nn.Module):
         fp = self.net((pred.float() + 1) / 2)
         with torch.no_grad():
             ft = self.net((target.float() + 1) / 2)
+        if isinstance(fp, (list, tuple)):  # several unit-normalised maps: LPIPS-style distance per layer
+            return torch.stack([(a - b).pow(2).sum(1).flatten(1).mean(1) for a, b in zip(fp, ft)]).mean(0)
         return (fp - ft).pow(2).flatten(1).mean(1)
 
 
 class LivePoseEncoderFeatures(nn.Module):
     """M_p = the PoseEncoder being trained, read with **detached** weights (gradients reach Î0 only).
 
-    Returns the encoder's hidden "keypoint maps" (the SiLU output of its last block, before conv_out)
-    and its conv_out output, flattened and concatenated. The hidden maps keep the loss informative at
-    the start of stage 1, where conv_out is zero-initialised. The encoder is held by reference, not
-    registered as a sub-module, so it is not duplicated in state dicts or moved twice."""
+    Returns the encoder's maps after conv_in, after every block and after conv_out, each normalised to
+    unit length over channels at every location; PoseFeatureLoss compares them LPIPS-style (squared
+    distance summed over channels, averaged over space and layers, in [0, 4]). The early layers keep the
+    loss informative at the start of stage 1, where the encoder is fresh and conv_out is zero. The
+    encoder is held by reference, not registered as a sub-module, so it is not duplicated in state
+    dicts or moved twice."""
 
     def __init__(self, pose_encoder: nn.Module):
         super().__init__()
         self._pe = (pose_encoder,)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         pe = self._pe[0]
 
         def conv(layer, h):
             return F.conv2d(h, layer.weight.detach().to(h.dtype), layer.bias.detach().to(h.dtype),
                             layer.stride, layer.padding)
 
+        def unit(t):  # unit vectors over channels at every location (as LPIPS): independent of the
+            return t / (t.pow(2).sum(1, keepdim=True) + 1e-12).sqrt()  # activation scale (finite grad at 0)
+
         h = F.silu(conv(pe.conv_in, x))
+        maps = [h]
         for blk in pe.blocks:
             h = F.silu(conv(blk, h))
-        out = conv(pe.conv_out, h)
-        return torch.cat([h.flatten(1), out.flatten(1)], dim=1)
+            maps.append(h)
+        maps.append(conv(pe.conv_out, h))
+        return [unit(m) for m in maps]
 
 
 class RandomInitPoseNetForTests(nn.Module):

@@ -152,8 +152,9 @@ class LPIPS(nn.Module):
         fa, fb = self._taps(a), self._taps(b)
         total = 0.0
         for lin, xa, xb in zip(self.lins, fa, fb):
-            na = xa / (xa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            nb = xb / (xb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            # eps inside the sqrt: all-zero ReLU features at a location give a finite (zero) gradient
+            na = xa / (xa.pow(2).sum(1, keepdim=True) + 1e-20).sqrt()
+            nb = xb / (xb.pow(2).sum(1, keepdim=True) + 1e-20).sqrt()
             total = total + lin((na - nb).pow(2)).mean(dim=(1, 2, 3))
         return total
 
