@@ -1,0 +1,372 @@
+"""Each node's function without a server: the vendored ComfyUI's folder_paths / model_management /
+comfy_api are imported (CPU) with their folders redirected to a temporary base holding the tiny test
+models (official layout), and the pack is imported the way ComfyUI imports it."""
+
+from __future__ import annotations
+
+import ast
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO
+from test_nodes_helpers import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_pack,  # noqa: F401
+                                node_module)
+
+CUSTOM_TYPES = {"ECHOMIMIC_MODELS", "ECHOMIMIC_AUDIO_FEATURES", "ECHOMIMIC_POSES"}
+CORE_TYPES = {"IMAGE", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN"}
+EXPECTED_NODES = {
+    "EchoMimicV2ModelLoader", "EchoMimicV2AudioEncoder", "EchoMimicV2LoadPoses", "EchoMimicV2ExtractPoses",
+    "EchoMimicV2AlignPoses", "EchoMimicV2FitPoseLength", "EchoMimicV2PosePreview", "EchoMimicV2Sampler",
+    "EchoMimicV2SampleToFile", "EchoMimicV2VideoCombine",
+}
+
+
+def nodes():
+    return load_pack().NODE_CLASS_MAPPINGS
+
+
+# ------------------------------------------------------------------ registration and conventions
+def test_every_node_is_registered_with_a_display_name(comfy_dirs):
+    pack = load_pack()
+    assert set(pack.NODE_CLASS_MAPPINGS) == EXPECTED_NODES
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == EXPECTED_NODES
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NODES))
+def test_node_declaration(comfy_dirs, name):
+    cls = nodes()[name]
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"}
+    assert callable(getattr(cls(), cls.FUNCTION))
+    assert cls.CATEGORY == "EchoMimicV2"
+    assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
+    # only core types and our three custom types travel on sockets
+    for section in ("required", "optional"):
+        for decl in spec.get(section, {}).values():
+            assert isinstance(decl[0], list) or decl[0] in CORE_TYPES | CUSTOM_TYPES, decl
+    assert set(cls.RETURN_TYPES) <= CORE_TYPES | CUSTOM_TYPES
+
+
+def test_only_nodes_and_root_init_import_comfyui():
+    comfy_modules = {"folder_paths", "comfy", "comfy_api", "comfy_execution", "comfy_extras", "server",
+                     "execution", "node_helpers", "latent_preview"}
+    offenders = []
+    for root in ("echomimic_core", "train"):
+        for path in (REPO / root).rglob("*.py"):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for n in names:
+                    if n.split(".")[0] in comfy_modules:
+                        offenders.append(f"{path.relative_to(REPO)}: {n}")
+    assert not offenders
+
+
+def test_model_folders_are_registered_with_folder_paths(comfy_dirs):
+    fp = comfy_dirs["folder_paths"]
+    paths = fp.get_folder_paths("echomimic_v2")
+    assert os.path.join(fp.models_dir, "echomimic_v2") in paths
+    assert str(comfy_dirs["models"] / "echomimic_v2") in paths
+    assert os.path.join(fp.models_dir, "echo_mimic") in fp.get_folder_paths("echo_mimic")
+
+
+# ------------------------------------------------------------------ model loader
+def test_model_folder_list_and_resolution(comfy_dirs, tmp_path):
+    loader = node_module("loader")
+    listed = loader.list_model_folders()
+    assert "echomimic_v2" in listed and "echomimic_v2/broken" in listed
+    assert loader.resolve_model_folder("echomimic_v2/broken") == str(comfy_dirs["models"] / "echomimic_v2" / "broken")
+    with pytest.raises(ValueError, match="outside"):
+        loader.resolve_model_folder("echomimic_v2/../../etc")
+    from echomimic_core.errors import ModelFilesNotFoundError
+
+    with pytest.raises(ModelFilesNotFoundError, match="models/echomimic_v2"):
+        loader.resolve_model_folder("echomimic_v2/nothing_here")
+
+
+def test_model_folder_list_finds_the_older_packs_layout(comfy_dirs, tmp_path):
+    fp = comfy_dirs["folder_paths"]
+    legacy = tmp_path / "echo_mimic"
+    (legacy / "v2").mkdir(parents=True)
+    (legacy / "v2" / "reference_unet.pth").write_bytes(b"")
+    fp.add_model_folder_path("echo_mimic", str(legacy))
+    try:
+        assert "echo_mimic" in node_module("loader").list_model_folders()
+    finally:
+        fp.folder_names_and_paths["echo_mimic"][0].remove(str(legacy))
+
+
+def test_missing_model_file_gives_a_clear_error(comfy_dirs):
+    from echomimic_core.errors import EchoMimicError
+
+    with pytest.raises(EchoMimicError) as err:
+        nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2/broken", "normal", "auto", "auto", "keep_loaded")
+    assert "denoising_unet" in str(err.value)
+
+
+def test_acc_variant_without_acc_files_names_them(comfy_dirs):
+    from echomimic_core.errors import EchoMimicError
+
+    with pytest.raises(EchoMimicError) as err:
+        nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2/broken", "acc", "fp32", "cpu", "keep_loaded")
+    assert "_acc" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def models(comfy_dirs):
+    (handle,) = nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2", "normal", "auto", "auto", "keep_loaded")
+    return handle
+
+
+def test_loader_caches_between_runs(models):
+    (again,) = nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2", "normal", "auto", "auto", "keep_loaded")
+    assert again is models
+    assert models.dtype == torch.float32 and models.device.type == "cpu"  # auto on a CPU ComfyUI
+    assert models.variant == "normal"
+
+
+# ------------------------------------------------------------------ audio
+@pytest.fixture(scope="module")
+def features(models):
+    return nodes()["EchoMimicV2AudioEncoder"]().encode(models, audio_dict(), 24.0)
+
+
+def test_audio_encoder_counts_frames_at_fps(models, features):
+    feats, frames, fps = features
+    assert frames == 72 and fps == 24.0  # 3.000 s at 24 fps
+    assert feats.chunks.shape[0] >= frames and feats.chunks.shape[-1] == 384
+    _, frames25, _ = nodes()["EchoMimicV2AudioEncoder"]().encode(models, audio_dict(seconds=2.0), 25.0)
+    assert frames25 == 50
+
+
+def test_audio_encoder_takes_stereo_44k_like_load_audio(models):
+    audio = audio_dict("speech_en_3s_44k_stereo.mp3")
+    assert audio["waveform"].shape[1] == 2 and audio["sample_rate"] == 44100
+    _, frames, _ = nodes()["EchoMimicV2AudioEncoder"]().encode(models, audio, 24.0)
+    assert frames in (72, 73)
+
+
+def test_audio_encoder_rejects_empty_audio(models):
+    with pytest.raises(ValueError, match="empty"):
+        nodes()["EchoMimicV2AudioEncoder"]().encode(models, {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, 24.0)
+
+
+# ------------------------------------------------------------------ poses
+def test_load_poses_from_the_input_folder(comfy_dirs):
+    node = nodes()["EchoMimicV2LoadPoses"]
+    assert "echomimic_poses/01" in node.INPUT_TYPES()["required"]["pose_source"][0]
+    seq, n = node().load("echomimic_poses/01", 24.0)
+    assert n == 48 == len(seq)
+    assert node.IS_CHANGED("echomimic_poses/01", 24.0) == node.IS_CHANGED("echomimic_poses/01", 24.0)
+    seq2, n2 = node().load("ignored", 25.0, path=str(MEDIA / "pose" / "fight"))
+    assert n2 == 48 and seq2.fps == 25.0
+    with pytest.raises(FileNotFoundError, match="echomimic_poses"):
+        node().load("echomimic_poses/missing", 24.0)
+    with pytest.raises(ValueError, match="outside"):
+        node().load("../../etc", 24.0)
+
+
+def test_load_poses_reads_our_file_format(comfy_dirs):
+    from echomimic_core.pose import load_pose_sequence, save_pose_sequence
+
+    seq = load_pose_sequence(MEDIA / "pose" / "01")
+    save_pose_sequence(seq, comfy_dirs["input"] / "echomimic_poses" / "mine.npz")
+    node = nodes()["EchoMimicV2LoadPoses"]
+    assert "echomimic_poses/mine.npz" in node.INPUT_TYPES()["required"]["pose_source"][0]
+    _, n = node().load("echomimic_poses/mine.npz", 24.0)
+    assert n == 48
+
+
+@pytest.mark.parametrize("policy, first", [("loop", [0, 1, 2]), ("pingpong", [0, 1, 2]), ("hold", [0, 1, 2])])
+def test_fit_pose_length(comfy_dirs, policy, first):
+    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
+    fitted, n = nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 100, policy)
+    assert n == 100 == len(fitted)
+    short, n = nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 10, policy)
+    assert n == 10
+    same, n = nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 0, policy)
+    assert same is seq and n == 48
+
+
+def test_fit_pose_length_trim_refuses_to_lengthen(comfy_dirs):
+    from echomimic_core.errors import InputError
+
+    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
+    with pytest.raises(InputError, match="trim"):
+        nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 100, "trim")
+
+
+def test_pose_preview_draws_the_model_input(comfy_dirs):
+    from echomimic_core.pose import render_frames
+
+    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
+    (images,) = nodes()["EchoMimicV2PosePreview"]().draw(seq, 96, 64, "hands (model input)", 5)
+    assert images.shape == (5, 64, 96, 3) and images.dtype == torch.float32
+    expected = render_frames(seq, range(5), 64, 96)
+    assert np.array_equal((images.numpy() * 255).round().astype(np.uint8), expected)
+    (full,) = nodes()["EchoMimicV2PosePreview"]().draw(seq, 64, 64, "body+hands+face", 0)
+    assert full.shape[0] == 48 and full.sum() > images[:1].sum()
+
+
+def test_extract_and_align_poses_with_mediapipe(comfy_dirs):
+    pytest.importorskip("mediapipe")
+    frames = torch.cat([image_tensor("echomimicv2_demo_0014.png", 256), image_tensor("echomimicv2_demo_0047.png", 256)])
+    seq, n = nodes()["EchoMimicV2ExtractPoses"]().extract(frames, "mediapipe", 24.0)
+    assert n == 2 and seq.fps == 24.0
+    assert (np.asarray(seq[0]["hands"]) > 0).any()
+    ref = image_tensor("echomimicv2_demo_0035.png", 384)
+    aligned, out_ref = nodes()["EchoMimicV2AlignPoses"]().align(seq, ref, "mediapipe", "align_poses")
+    assert len(aligned) == 2 and out_ref.shape == (1, 384, 384, 3)
+    cropped, crop_ref = nodes()["EchoMimicV2AlignPoses"]().align(seq, ref, "mediapipe", "crop_reference_and_align")
+    assert len(cropped) == 2 and crop_ref.shape == (1, 768, 768, 3)
+
+
+def test_dwpose_without_onnx_files_names_them(comfy_dirs):
+    from echomimic_core.errors import ModelFilesNotFoundError
+
+    pose = node_module("pose")
+    pose._EXTRACTORS.pop("dwpose", None)
+    with pytest.raises(ModelFilesNotFoundError, match="yolox_l.onnx"):
+        nodes()["EchoMimicV2ExtractPoses"]().extract(image_tensor(size=64), "dwpose", 24.0)
+
+
+# ------------------------------------------------------------------ video combine
+def test_video_combine_makes_a_core_video_with_audio_cut_to_length(comfy_dirs, tmp_path):
+    from comfy_api.input import VideoInput
+
+    frames = torch.rand(10, 32, 48, 3)
+    audio = audio_dict()
+    (video,) = nodes()["EchoMimicV2VideoCombine"]().combine(frames, 24.0, audio)
+    assert isinstance(video, VideoInput)
+    comp = video.get_components()
+    assert comp.images.shape == (10, 32, 48, 3)
+    assert comp.frame_rate == Fraction(24)
+    assert comp.audio["sample_rate"] == 16000
+    assert comp.audio["waveform"].shape == (1, 1, round(10 * 16000 / 24))
+    assert torch.equal(comp.audio["waveform"], audio["waveform"][..., : round(10 * 16000 / 24)])
+    assert video.get_dimensions() == (48, 32)
+    out = tmp_path / "v.mp4"
+    video.save_to(str(out))
+    import av
+
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_context.name == "h264" and c.streams.audio
+
+
+def test_video_combine_pads_short_audio_and_works_without(comfy_dirs):
+    short = {"waveform": torch.ones(1, 2, 100), "sample_rate": 8000}
+    (video,) = nodes()["EchoMimicV2VideoCombine"]().combine(torch.rand(24, 16, 16, 3), 24.0, short)
+    wf = video.get_components().audio["waveform"]
+    assert wf.shape == (1, 2, 8000) and wf[..., 100:].abs().sum() == 0
+    (silent,) = nodes()["EchoMimicV2VideoCombine"]().combine(torch.rand(3, 16, 16, 3), 12.5)
+    assert silent.get_components().audio is None
+    assert silent.get_components().frame_rate == Fraction(25, 2)
+
+
+# ------------------------------------------------------------------ sampler (tiny model, CPU)
+SAMPLER_ARGS = dict(seed=7, steps=2, cfg=2.5, context_frames=12, context_overlap=3, width=64, height=64, length=16)
+
+
+@pytest.fixture(scope="module")
+def poses(comfy_dirs, features):
+    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
+    return nodes()["EchoMimicV2FitPoseLength"]().fit(seq, features[1], "loop")[0]
+
+
+@pytest.fixture()
+def progress_calls():
+    import comfy.utils
+
+    calls = []
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: calls.append((value, total)))
+    yield calls
+    comfy.utils.set_progress_bar_global_hook(old)
+
+
+def test_sampler_returns_an_image_batch_and_reports_progress(models, features, poses, progress_calls):
+    images, fps, count = nodes()["EchoMimicV2Sampler"]().sample(models, image_tensor(size=128), features[0], poses,
+                                                                  **SAMPLER_ARGS)
+    assert images.shape == (16, 64, 64, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and float(images.std()) > 0
+    assert fps == 24.0 and count == 16
+    values = [v for v, _ in progress_calls]
+    assert values == sorted(values) and progress_calls[-1][0] == progress_calls[-1][1] > 2
+
+
+def test_sampler_honours_comfyui_interrupt(models, features, poses):
+    import comfy.model_management as mm
+
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            nodes()["EchoMimicV2Sampler"]().sample(models, image_tensor(size=64), features[0], poses, **SAMPLER_ARGS)
+        assert not mm.processing_interrupted()  # the flag is consumed, the next run is not affected
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_sampler_rejects_bad_context(models, features, poses):
+    with pytest.raises(ValueError, match="context_overlap"):
+        nodes()["EchoMimicV2Sampler"]().sample(models, image_tensor(size=64), features[0], poses,
+                                               **{**SAMPLER_ARGS, "context_overlap": 12})
+
+
+def test_sample_to_file_streams_an_atomic_mp4(comfy_dirs, models, features, poses):
+    from echomimic_core.video import probe
+
+    out = nodes()["EchoMimicV2SampleToFile"]().sample(models, image_tensor(size=64), features[0], poses,
+                                                      **{**SAMPLER_ARGS, "length": 12},
+                                                      filename_prefix="unit/EchoMimicV2", crf=23, audio=audio_dict())
+    item = out["ui"]["images"][0]
+    path = comfy_dirs["output"] / item["subfolder"] / item["filename"]
+    assert item["type"] == "output" and path.is_file() and out["result"][1] == str(path)
+    facts = probe(path)
+    assert facts["video"]["width"] == 64 and facts["audio"]["codec"] == "aac"
+    assert facts["audio"]["duration"] == pytest.approx(12 / 24, abs=0.08)
+    w, h = out["result"][0].get_dimensions()
+    assert (w, h) == (64, 64)
+
+
+def test_interrupted_sample_to_file_leaves_no_file(comfy_dirs, models, features, poses):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    before = set(Path(comfy_dirs["output"]).rglob("*"))
+    old = comfy.utils.PROGRESS_BAR_HOOK
+    # press "cancel" as soon as the first window is done
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.interrupt_current_processing(True))
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            nodes()["EchoMimicV2SampleToFile"]().sample(models, image_tensor(size=64), features[0], poses,
+                                                        **SAMPLER_ARGS, filename_prefix="unit/cancelled", crf=23,
+                                                        audio=audio_dict())
+    finally:
+        comfy.utils.set_progress_bar_global_hook(old)
+        mm.interrupt_current_processing(False)
+    assert set(Path(comfy_dirs["output"]).rglob("*")) - before <= {comfy_dirs["output"] / "unit"}
+
+
+def test_offload_after_run_moves_weights_to_the_offload_device(comfy_dirs):
+    loader = node_module("loader")
+    (handle,) = nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2", "normal", "fp32", "cpu", "offload_after_run")
+    assert handle.offload
+    moved = []
+    handle.models.to = lambda device=None, dtype=None: moved.append(device)  # record instead of moving
+    try:
+        handle.to_compute()
+        handle.after_run()
+    finally:
+        del handle.models.to
+        handle.offload = False
+    assert [torch.device(d).type for d in moved] == ["cpu", "cpu"]
+    assert loader is not None
