@@ -324,3 +324,49 @@ def test_invalid_widget_value_is_rejected_at_validation(comfy):
     status, body = _post(comfy["COMFYUI_URL"] + "/prompt", {"prompt": api, "client_id": "t"})
     assert status == 400
     assert loader in body["node_errors"]
+
+
+def test_interrupt_stops_the_sampler_mid_run(comfy):
+    """Press "cancel" (POST /interrupt) once the sampler reports progress: the run ends within a few
+    windows as execution_interrupted (it would take minutes otherwise) and the server goes on."""
+    import asyncio
+
+    import aiohttp
+
+    api = small(load_api("echomimic_v2_demo_poses"))
+    sampler = next(k for k, n in api.items() if n["class_type"] == "EchoMimicV2Sampler")
+    api[sampler]["inputs"].update(steps=200, length=48)
+    url = comfy["COMFYUI_URL"]
+    client = str(uuid.uuid4())
+
+    async def scenario():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{url.replace('http', 'ws', 1)}/ws?clientId={client}") as ws:
+                async with session.post(url + "/prompt", json={"prompt": api, "client_id": client}) as r:
+                    prompt_id = (await r.json())["prompt_id"]
+                pressed, progress = None, []
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    m = json.loads(msg.data)
+                    data = m.get("data", {})
+                    if data.get("prompt_id") not in (None, prompt_id):
+                        continue
+                    if m["type"] == "progress" and data.get("node") == sampler:
+                        progress.append((data["value"], data["max"]))
+                        if pressed is None:
+                            async with session.post(url + "/interrupt") as r:
+                                assert r.status == 200
+                            pressed = time.time()
+                    elif m["type"] == "execution_interrupted":
+                        return prompt_id, time.time() - pressed if pressed else None, progress, data
+                    elif m["type"] in ("execution_success", "execution_error"):
+                        return prompt_id, None, progress, m
+
+    prompt_id, delay, progress, data = asyncio.run(asyncio.wait_for(scenario(), RUN_TIMEOUT))
+    assert delay is not None, (progress[-3:], data)
+    assert data["node_id"] == sampler and data["node_type"] == "EchoMimicV2Sampler"
+    assert delay < 60 and progress[-1][0] < progress[-1][1]
+    entry = wait(comfy, prompt_id, timeout=60)
+    assert entry["status"]["status_str"] == "error"  # ComfyUI records an interrupted run as not successful
+    assert _get(url + "/queue")["queue_running"] == []
