@@ -263,3 +263,21 @@ def test_lips_region_covers_the_open_mouth(dataset):
         pts = faces[:, 48:68]
         assert (pts[..., 0] >= lips[0, 0]).all() and (pts[..., 0] <= lips[0, 2]).all()
         assert (pts[..., 1] >= lips[0, 1]).all() and (pts[..., 1] <= lips[0, 3]).all()
+
+
+def test_identities_and_heldout_figures(tmp_path):
+    def colours(root, split):
+        sub = root if split == "train" else root / "heldout"
+        ids = json.loads((sub / "dataset.json").read_text())["clips"]
+        return [json.dumps(json.loads((sub / "clips" / c / "meta.json").read_text())["synthetic"]["colors"],
+                           sort_keys=True) for c in ids]
+
+    kw = dict(clips=6, frames=2, size=32, seed=1, heldout_frac=0.34, identities=2, media_dir=None)
+    syn.generate_dataset(tmp_path / "new", **kw)
+    syn.generate_dataset(tmp_path / "shared", heldout_figures="shared", **kw)
+    train = colours(tmp_path / "new", "train")
+    assert len(set(train)) == 2  # two figures shared by four training clips
+    assert not set(colours(tmp_path / "new", "heldout")) & set(train)
+    assert set(colours(tmp_path / "shared", "heldout")) <= set(colours(tmp_path / "shared", "train"))
+    with pytest.raises(ValueError):
+        syn.generate_dataset(tmp_path / "bad", clips=2, frames=1, size=32, heldout_figures="shared", media_dir=None)

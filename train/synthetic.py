@@ -781,12 +781,19 @@ def write_clip(root: Path, clip: Clip, seed_info: dict) -> None:
 
 def generate_dataset(out_dir: str | os.PathLike, clips: int = 64, frames: int = 48, size: int = 64,
                      seed: int = 0, heldout_frac: float = 0.125, identities: int = 0,
-                     media_dir: str | os.PathLike | None = "default", progress: bool = False) -> dict:
+                     media_dir: str | os.PathLike | None = "default", progress: bool = False,
+                     heldout_figures: str = "new") -> dict:
     """Write the dataset (see the module docstring). Returns a summary dict.
 
-    ``identities`` > 0 reuses that many figure appearances across the training clips (held-out clips
-    always get figures of their own, never seen in training); 0 = a new figure for every clip.
+    ``identities`` > 0 reuses that many figure appearances across the training clips; 0 = a new figure
+    for every clip. ``heldout_figures``: ``"new"`` (held-out clips get figures never seen in training:
+    tests identity generalisation too) or ``"shared"`` (with ``identities`` > 0, held-out clips reuse the
+    training figures with new audio and hand motion: tests audio/pose generalisation alone).
     """
+    if heldout_figures not in ("new", "shared"):
+        raise ValueError(f"heldout_figures must be 'new' or 'shared', got {heldout_figures!r}")
+    if heldout_figures == "shared" and identities <= 0:
+        raise ValueError("heldout_figures='shared' needs identities > 0")
     if size % 8 or size < 32:
         raise ValueError(f"size must be a multiple of 8 and >= 32, got {size}")
     if frames < 1 or clips < 1:
@@ -798,12 +805,13 @@ def generate_dataset(out_dir: str | os.PathLike, clips: int = 64, frames: int = 
     held = split_clips(clips, seed, heldout_frac)
     names = {False: [], True: []}
     settings = {"seed": seed, "clips": clips, "frames": frames, "size": size, "heldout_frac": heldout_frac,
-                "identities": identities, "speech_sources": sorted(speech), "generator_version": GENERATOR_VERSION}
+                "identities": identities, "heldout_figures": heldout_figures, "speech_sources": sorted(speech),
+                "generator_version": GENERATOR_VERSION}
     for i in range(clips):
         clip_id = f"clip_{i:04d}"
         clip_seed = int(np.random.default_rng([seed, 2, i]).integers(2 ** 31))
         fseed = None
-        if identities > 0 and not held[i]:
+        if identities > 0 and (not held[i] or heldout_figures == "shared"):
             fseed = int(np.random.default_rng([seed, 3, i % identities]).integers(2 ** 31))
         clip = generate_clip(clip_id, clip_seed, frames, size, speech, held[i], fseed)
         root = out / "heldout" if held[i] else out
@@ -835,13 +843,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=float, default=0.125, help="fraction of clips held out for evaluation")
     ap.add_argument("--identities", type=int, default=0,
                     help="distinct figures shared by the training clips (0 = one per clip)")
+    ap.add_argument("--heldout-figures", choices=("new", "shared"), default="new",
+                    help="held-out clips get unseen figures (new) or reuse the --identities figures (shared)")
     ap.add_argument("--media", default="default",
                     help="folder with the shared speech wavs (default: shared/media/audio; 'none' = generated audio only)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     media = None if args.media == "none" else args.media
     summary = generate_dataset(args.out_dir, args.clips, args.frames, args.size, args.seed, args.heldout,
-                               args.identities, media, progress=not args.quiet)
+                               args.identities, media, progress=not args.quiet,
+                               heldout_figures=args.heldout_figures)
     print(json.dumps({"out": str(args.out_dir), "train_clips": len(summary["train"]),
                       "heldout_clips": len(summary["heldout"]), "speech_sources": summary["speech_sources"]}))
     return 0
