@@ -131,8 +131,8 @@ def train_vae(frames: np.ndarray, masks: np.ndarray | None = None, *, config: di
               vae=None, log=print, color_aug: bool = True):
     """Train (or continue training ``vae``) and return ``(vae, history)``; history rows are dicts
     ``{step, loss, l1, mse, kl, seconds}``. Augmentation: horizontal flips, and with ``color_aug`` a
-    random channel permutation and 25 % colour inversion per sample (the figures' colours are random, so
-    the VAE must not learn a fixed palette)."""
+    random RGB channel permutation per sample (the figures' colours are random, so the VAE must not
+    learn a fixed palette)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
@@ -162,11 +162,9 @@ def train_vae(frames: np.ndarray, masks: np.ndarray | None = None, *, config: di
         flip = torch.rand(batch, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         w = torch.where(flip[:, None, None, None], w.flip(-1), w)
-        if color_aug:  # random RGB channel order and (sometimes) inversion: colours never seen together
+        if color_aug:  # random RGB channel order: colour combinations never seen together
             perm = torch.stack([torch.randperm(3, generator=gen) for _ in range(batch)])
             x = torch.gather(x, 1, perm[:, :, None, None].expand_as(x))
-            inv = torch.rand(batch, generator=gen) < 0.25
-            x = torch.where(inv[:, None, None, None], -x, x)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         y = vae.decode(z).sample
@@ -278,7 +276,7 @@ def save_vae(vae, out_dir: str | os.PathLike, scaling_factor: float, fp16: bool 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Pretrain a tiny AutoencoderKL on dataset frames (CPU).")
-    ap.add_argument("data", help="dataset root (train/README.md format, e.g. from train/synthetic.py)")
+    ap.add_argument("data", nargs="+", help="dataset root(s) (train/README.md format, e.g. from train/synthetic.py)")
     ap.add_argument("--out", required=True, help="output diffusers folder (e.g. MODEL/sd-vae-ft-mse)")
     ap.add_argument("--eval-data", help="held-out dataset root (default: DATA/heldout when it exists)")
     ap.add_argument("--size", type=int, help="train resolution (default: the frames' size)")
@@ -297,13 +295,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the raw latents and write scaling_factor = 1/std (default: fold a per-channel "
                          "normalisation into quant_conv/post_quant_conv so the hard-coded 0.18215 gives unit std)")
     ap.add_argument("--init", help="continue from this diffusers VAE folder")
-    ap.add_argument("--no-color-aug", action="store_true", help="disable channel-permutation/inversion augmentation")
+    ap.add_argument("--no-color-aug", action="store_true", help="disable the channel-permutation augmentation")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(max(1, args.threads))
-    data = Path(args.data)
+    roots = [Path(d) for d in args.data]
     t_load = time.time()
-    frames, masks = load_frames(data, args.size)
+    parts = [load_frames(r, args.size) for r in roots]
+    frames = np.concatenate([p[0] for p in parts])
+    masks = np.concatenate([p[1] for p in parts])
+    data = roots[0]
     eval_root = Path(args.eval_data) if args.eval_data else (data / "heldout" if (data / "heldout" / "clips").is_dir() else None)
     if eval_root is not None:
         ev_frames, ev_masks = load_frames(eval_root, frames.shape[1])
@@ -343,8 +344,9 @@ def main(argv: list[str] | None = None) -> int:
            "note": "the official pipeline hard-codes 0.18215: by default the latent normalisation is folded into "
                    "the weights so that 0.18215 is right; with --no-fold use config.json's scaling_factor everywhere"}
     out = save_vae(vae, args.out, scaling, args.fp16, log)
+    raw_std = metrics.get("before_fold", metrics)["latent_std"]
     print(json.dumps({"out": str(out), "params": params, "train_seconds": round(train_seconds, 1),
-                      "steps": log["steps_done"], "scaling_factor": scaling,
+                      "steps": log["steps_done"], "scaling_factor": scaling, "raw_latent_std": raw_std,
                       **{k: metrics[k] for k in ("l1_uint8", "l1_uint8_focus", "psnr_db", "latent_std", "scaled_latent_std")
                          if k in metrics}}))
     return 0
