@@ -578,9 +578,9 @@ class EchoMimicPipeline:
                     done += 1
                     if on_progress is not None:
                         on_progress(Progress("denoise", i, steps, j, len(schedule[i]), done, total, t))
-                noise_pred = apply_guidance(acc.mean(), guidance_scale)
+                noise_pred = apply_guidance(acc.mean_(), guidance_scale, inplace=True)
                 del acc
-                latents = scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
+                latents = _ddim_step(scheduler, noise_pred, t, latents)
                 if on_step is not None:
                     on_step(i, t, noise_pred, latents)
         finally:
@@ -644,6 +644,17 @@ def _call_reference(unet, latents: torch.Tensor, timestep: torch.Tensor):
     if bank is None:
         raise TypeError(f"{type(unet).__name__} did not return a reference bank")
     return bank
+
+
+def _ddim_step(scheduler, noise_pred: torch.Tensor, timestep: int, latents: torch.Tensor,
+               chunk: int = 32) -> torch.Tensor:
+    """``scheduler.step`` (eta 0) applied ``chunk`` frames at a time. DDIM is elementwise, so the result is
+    identical to one call; the chunking only bounds the temporaries to a few frames."""
+    out = torch.empty_like(latents)
+    for start in range(0, latents.shape[2], chunk):
+        sl = slice(start, start + chunk)
+        out[:, :, sl] = scheduler.step(noise_pred[:, :, sl], timestep, latents[:, :, sl], eta=0.0).prev_sample
+    return out
 
 
 def _accepts(module, name: str) -> bool:

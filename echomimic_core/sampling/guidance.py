@@ -35,10 +35,21 @@ class WindowAccumulator:
             raise RuntimeError("some frames were not covered by any context window")
         return self.sum / self.count
 
+    def mean_(self) -> torch.Tensor:
+        """:meth:`mean` computed in the sum buffer (no second full-length buffer); the accumulator is spent."""
+        if bool((self.count == 0).any()):
+            raise RuntimeError("some frames were not covered by any context window")
+        return self.sum.div_(self.count)
 
-def apply_guidance(averaged: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """``uncond + s*(cond - uncond)`` on an averaged [uncond; cond] batch, or identity without CFG."""
+
+def apply_guidance(averaged: torch.Tensor, guidance_scale: float, inplace: bool = False) -> torch.Tensor:
+    """``uncond + s*(cond - uncond)`` on an averaged [uncond; cond] batch, or identity without CFG.
+
+    ``inplace=True`` overwrites the cond half of ``averaged`` and returns it (same values bit for bit:
+    IEEE products and sums are commutative)."""
     if not uses_cfg(guidance_scale):
         return averaged
     uncond, cond = averaged.chunk(2)
+    if inplace:
+        return cond.sub_(uncond).mul_(float(guidance_scale)).add_(uncond)
     return uncond + float(guidance_scale) * (cond - uncond)
