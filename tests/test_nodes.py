@@ -370,3 +370,30 @@ def test_offload_after_run_moves_weights_to_the_offload_device(comfy_dirs):
         handle.offload = False
     assert [torch.device(d).type for d in moved] == ["cpu", "cpu"]
     assert loader is not None
+
+
+def test_loader_reads_the_older_packs_echo_mimic_layout(comfy_dirs, tmp_path):
+    """models/echo_mimic/{unet/, audio_processor/whisper_tiny.pt, v2/*.pth} + models/vae/sd-vae-ft-mse/."""
+    import shutil
+
+    from test_nodes_helpers import WEIGHTS
+
+    fp = comfy_dirs["folder_paths"]
+    root = tmp_path / "models" / "echo_mimic"
+    (root / "v2").mkdir(parents=True)
+    for name in ("reference_unet", "denoising_unet", "motion_module", "pose_encoder"):
+        shutil.copy(WEIGHTS / f"{name}.pth", root / "v2" / f"{name}.pth")
+    shutil.copytree(WEIGHTS / "sd-image-variations-diffusers" / "unet", root / "unet")
+    (root / "audio_processor").mkdir()
+    shutil.copy(WEIGHTS / "audio_processor" / "tiny.pt", root / "audio_processor" / "whisper_tiny.pt")
+    shutil.copytree(WEIGHTS / "sd-vae-ft-mse", tmp_path / "models" / "vae" / "sd-vae-ft-mse")
+    shutil.copy(WEIGHTS / "inference_config.json", root / "v2" / "inference_config.json")
+    fp.add_model_folder_path("echo_mimic", str(root))
+    try:
+        assert "echo_mimic" in node_module("loader").list_model_folders()
+        (handle,) = nodes()["EchoMimicV2ModelLoader"]().load("echo_mimic", "normal", "fp32", "cpu", "keep_loaded")
+        _, frames, _ = nodes()["EchoMimicV2AudioEncoder"]().encode(handle, audio_dict(seconds=1.0), 24.0)
+        assert frames == 24
+    finally:
+        fp.folder_names_and_paths["echo_mimic"][0].remove(str(root))
+        node_module("loader").clear_cache()
