@@ -41,7 +41,7 @@ if str(_REPO) not in sys.path:
 from train.synthetic import FPS, SAMPLE_RATE, read_wav, speech_envelope  # noqa: E402
 
 MOUTH_TOL = 60.0   # RGB distance at which a pixel stops counting as mouth interior
-HAND_TOL = 80.0    # RGB distance at which a pixel stops counting as glove
+HAND_TOL = 110.0   # RGB distance at which a pixel stops counting as glove (the generator keeps >= 160)
 HAND_REF_POINTS = tuple(range(21))
 """Hand keypoints whose mean is the hand's reference point (all 21; close to the drawn hand's
 pixel centroid, see tests/test_synthetic_metrics.py)."""

@@ -100,10 +100,10 @@ def test_trainer_format(dataset):
         for k, shp in shapes.items():
             assert kp[k].shape == shp and kp[k].dtype == np.float32, k
         # visible points inside the frame; missing ones are (-1, -1) with score 0
-        for k in ("hands", "faces"):
-            assert kp[k].min() >= 0.0 and kp[k].max() <= 1.0, k
+        assert kp["hands"].min() >= syn.HAND_MARGIN - 1e-6 and kp["hands"].max() <= 1 - syn.HAND_MARGIN + 1e-6
+        assert kp["faces"].min() >= 0.0 and kp["faces"].max() <= 1.0
         vis = kp["bodies_score"] > 0.3
-        assert vis[:, [0, 1, 2, 3, 4, 5, 6, 7, 14, 15, 16, 17]].all()
+        assert vis[:, [0, 1, 2, 4, 5, 7, 14, 15, 16, 17]].all()  # elbows may leave the frame
         b = kp["bodies"][vis]
         assert b.min() >= 0.0 and b.max() <= 1.0
         missing = ~vis & (kp["bodies_score"] == 0)

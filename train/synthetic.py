@@ -51,6 +51,8 @@ FORMAT = "echomimic-v2-train/1"
 FPS = 24
 SAMPLE_RATE = 16000
 SUPERSAMPLE = 4
+HAND_MARGIN = 0.02  # every hand keypoint stays in [margin, 1 - margin]
+GLOVE_SEP = 160.0  # min RGB distance between the glove colour and every other colour of the figure
 FULL_CANVAS = [768, 768, 0, 768, 0, 768]
 GENERATOR_VERSION = 1
 
@@ -243,15 +245,18 @@ def _dist(a, b) -> float:
     return float(np.linalg.norm(np.asarray(a, float) - np.asarray(b, float)))
 
 
-def _pick(rng, sampler, avoid=(), min_dist=0.0, tries=200):
-    best, best_d = None, -1.0
+def _pick(rng, sampler, constraints=(), tries=300):
+    """Rejection-sample a colour whose RGB distance to each ``(colour, min_distance)`` of ``constraints``
+    is at least that distance; after ``tries`` failures the candidate with the largest worst-case
+    margin is used."""
+    best, best_margin = None, -1e9
     for _ in range(tries):
         c = sampler()
-        d = min((_dist(c, a) for a in avoid), default=1e9)
-        if d >= min_dist:
+        margin = min((_dist(c, a) - d for a, d in constraints), default=0.0)
+        if margin >= 0:
             return np.round(c)
-        if d > best_d:
-            best, best_d = c, d
+        if margin > best_margin:
+            best, best_margin = c, margin
     return np.round(best)
 
 
@@ -300,29 +305,28 @@ def sample_figure(rng: np.random.Generator) -> Figure:
     distance) from every other colour in the frame, which keeps the frame-based metrics unambiguous."""
     mouth = _pick(rng, lambda: _hsv(rng.uniform(-0.03, 0.03), rng.uniform(0.5, 0.9), rng.uniform(0.12, 0.2)))
     skin = _pick(rng, lambda: _hsv(rng.uniform(0.02, 0.11), rng.uniform(0.2, 0.6), rng.uniform(0.6, 0.98)),
-                 [mouth], 150)
-    glove = _pick(rng, lambda: _hsv(rng.uniform(0, 1), rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0)),
-                  [mouth, skin], 150)
+                 [(mouth, 150)])
     lip = _pick(rng, lambda: _hsv(rng.uniform(-0.04, 0.03), rng.uniform(0.45, 0.75), rng.uniform(0.5, 0.75)),
-                [mouth, glove], 80)
-    eye = _pick(rng, lambda: _hsv(rng.uniform(0.55, 0.7), rng.uniform(0.2, 0.6), rng.uniform(0.15, 0.35)),
-                [mouth, glove], 60)
-    avoid = [mouth, glove]
+                [(mouth, 80)])
+    glove = _pick(rng, lambda: _hsv(rng.uniform(0, 1), rng.uniform(0.7, 1.0), rng.uniform(0.75, 1.0)),
+                  [(mouth, GLOVE_SEP), (skin, GLOVE_SEP), (lip, GLOVE_SEP)])
+    eye = _pick(rng, lambda: _hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.6), rng.uniform(0.08, 0.3)),
+                [(mouth, 60), (glove, GLOVE_SEP)])
 
     def clothing():
         return _hsv(rng.uniform(0, 1), rng.uniform(0.1, 0.8), rng.uniform(0.3, 0.9))
 
-    torso = _pick(rng, clothing, avoid + [skin], 110)
+    torso = _pick(rng, clothing, [(glove, GLOVE_SEP), (skin, 100)])
     sleeve_factor = rng.uniform(0.65, 0.85) if rng.random() < 0.5 else rng.uniform(1.15, 1.3)
     sleeve = np.clip(torso * sleeve_factor, 0, 255)
-    if min(_dist(sleeve, a) for a in avoid) < 110:
+    if _dist(sleeve, glove) < GLOVE_SEP:
         sleeve = torso.copy()
     hair = _pick(rng, lambda: _hsv(rng.uniform(0, 0.15), rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.7)),
-                 avoid + [skin], 90)
+                 [(glove, GLOVE_SEP), (skin, 90)])
     bg_kind = str(rng.choice(["solid", "gradient", "stripes", "blobs"]))
     n_bg = 1 if bg_kind == "solid" else 2
     bg_colors = [_pick(rng, lambda: _hsv(rng.uniform(0, 1), rng.uniform(0.0, 0.6), rng.uniform(0.35, 0.95)),
-                       avoid + [skin, torso], 100) for _ in range(n_bg)]
+                       [(glove, GLOVE_SEP), (skin, 100), (torso, 100)]) for _ in range(n_bg)]
     blobs = []
     if bg_kind == "blobs":
         for _ in range(int(rng.integers(3, 7))):
@@ -432,7 +436,10 @@ def hand_motion(rng: np.random.Generator, fig: Figure, n: int) -> list[np.ndarra
             L = float(np.linalg.norm(d))
             if L > reach:
                 w = sh + d * (reach / L)
-            out[i, h] = hand_keypoints(w, ang[i], fig.hand_len, curl[i], spread[i], mirror=(h == 0))
+            k = hand_keypoints(w, ang[i], fig.hand_len, curl[i], spread[i], mirror=(h == 0))
+            # keep the whole hand inside the frame (shift it, wrist included)
+            k += np.clip(HAND_MARGIN - k.min(0), 0, None) - np.clip(k.max(0) - (1 - HAND_MARGIN), 0, None)
+            out[i, h] = k
     return list(out)
 
 
@@ -488,6 +495,8 @@ def pose_frame(fig: Figure, st: FrameState, num: int, scores: np.random.Generato
     visible = [0, 1, 2, 3, 4, 5, 6, 7, 14, 15, 16, 17]
     score[visible] = scores.uniform(0.75, 0.98, len(visible))
     score[[8, 11]] = scores.uniform(0.1, 0.3, 2)
+    outside = ((cand < 0) | (cand > 1)).any(1)
+    score[outside & (score > 0.3)] = 0.2  # e.g. an elbow below the frame: low confidence, not drawn
     subset = np.where(score > 0.3, np.arange(18, dtype=np.float64), -1.0)[None]
     faces = face_landmarks(fig, st.mouth_open)[None]
     return {
