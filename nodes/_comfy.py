@@ -123,9 +123,8 @@ class Progress:
 
         self._bar = comfy.utils.ProgressBar(max(int(total), 1))
 
-    def __call__(self, done, total=None, *args, **kwargs) -> None:
-        total = int(total) if total else None
-        self._bar.update_absolute(int(done), total)
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self._bar.update_absolute(int(done), int(total) if total else None)
 
 
 # --- type conversion -----------------------------------------------------------------------------

@@ -178,13 +178,14 @@ class EchoMimicV2SampleToFile:
         mux = None
         if audio is not None:
             mux = (audio["waveform"][0], int(audio["sample_rate"]))
+        # frames go straight into the encoder; the file is renamed into place only when complete and
+        # deleted on any error or Cancel (VideoWriter is atomic)
         with VideoWriter(path, fps=fps, audio=mux, crf=int(crf)) as writer:
-            result = generate(models, reference, audio_features, poses, seed, steps, cfg, context_frames,
-                              context_overlap, width, height, length, writer.write)
+            generate(models, reference, audio_features, poses, seed, steps, cfg, context_frames,
+                     context_overlap, width, height, length, writer.write)
         from comfy_api.input_impl import VideoFromFile
 
         ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
-        del result
         return {"ui": ui, "result": (VideoFromFile(path), path)}
 
 
