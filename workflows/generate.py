@@ -148,7 +148,7 @@ def graph_accelerated() -> dict:
             {"models": (3, 0), "reference": (1, 0), "audio_features": (4, 0), "poses": (6, 0),
              "seed": 420, "steps": 6, "cfg": 1.0, "context_frames": 12, "context_overlap": 3,
              "width": 768, "height": 768, "length": 0, "filename_prefix": "echomimic_v2/accelerated",
-             "crf": 19, "audio": (2, 0)}, "EchoMimicV2 Sample To File (acc, streamed mp4)"),
+             "crf": 19, "audio": (2, 0)}, "Sample To File (acc, streamed mp4)"),
     })
     return g
 

@@ -133,7 +133,10 @@ def render(ui: dict, out: Path, title: str | None = None, widget_names: dict | N
         x1, y1 = P(x + w, y + h)
         d.rounded_rectangle([x0, y0, x1, y1], radius=8, fill=(53, 53, 53), outline=(20, 20, 20), width=2)
         d.rounded_rectangle([x0, y0, x1, y0 + TITLE_H * scale], radius=8, fill=head)
-        d.text((x0 + 10, y0 + 7), node.get("title") or node["type"], font=f_title, fill=(235, 235, 235))
+        title_text = node.get("title") or node["type"]
+        while d.textlength(title_text, font=f_title) > (x1 - x0) - 20 and len(title_text) > 4:
+            title_text = title_text[:-2].rstrip() + "…" if not title_text.endswith("…") else title_text[:-2] + "…"
+        d.text((x0 + 10, y0 + 7), title_text, font=f_title, fill=(235, 235, 235))
         for i, inp in enumerate(lay["sockets"]):
             cx, cy = P(x, y + PAD + i * SLOT_H + SLOT_H / 2)
             color = TYPE_COLORS.get(inp["type"], (200, 200, 200))
