@@ -68,6 +68,16 @@ def resolve_pose_source(pose_source: str, path: str = "") -> str:
     return full
 
 
+def resample_indices(total: int, fps: float, target_fps: float) -> list[int]:
+    """Source frame for each output frame when ``total`` frames at ``fps`` are played at
+    ``target_fps``: the frame shown at time k / target_fps (nearest earlier frame). 0 = all frames."""
+    if not target_fps or abs(target_fps - fps) < 1e-6:
+        return list(range(total))
+    duration = total / fps
+    count = max(1, int(duration * target_fps + 1e-6))
+    return [min(total - 1, int(k * fps / target_fps + 1e-6)) for k in range(count)]
+
+
 # ------------------------------------------------------------------ extractors (cached per backend)
 _EXTRACTORS: dict = {}
 _EXTRACTOR_LOCK = threading.Lock()
@@ -167,8 +177,12 @@ class EchoMimicV2ExtractPoses:
                 "backend": (BACKENDS, {"default": "mediapipe",
                                        "tooltip": "mediapipe: bundled models, CPU. dwpose: the official extractor; "
                                                   "needs yolox_l.onnx + dw-ll_ucoco_384.onnx in models/echomimic_v2/dwpose."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01,
+                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01,
                                   "tooltip": "Frame rate of the driving frames (connect Get Video Components' fps)."}),
+                "target_fps": ("FLOAT", {"default": 24.0, "min": 0.0, "max": 240.0, "step": 0.01,
+                                         "tooltip": "Resample the motion to this frame rate (nearest frame in time) so "
+                                                    "it plays at the right speed in a video of that fps (the models "
+                                                    "use 24). 0 keeps every frame."}),
             },
         }
 
@@ -179,21 +193,22 @@ class EchoMimicV2ExtractPoses:
     DESCRIPTION = ("Detects body/hand/face keypoints in every frame and normalises them to one upper-body box for "
                    "the whole clip (the official driving-video preprocessing).")
 
-    def extract(self, images, backend, fps):
+    def extract(self, images, backend, fps, target_fps=24.0):
         from echomimic_core.pose import extract_sequence
 
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"EchoMimicV2 Extract Poses: expected an IMAGE batch, got shape {tuple(images.shape)}")
-        total = int(images.shape[0])
-        bar = _comfy.Progress(total)
+        indices = resample_indices(int(images.shape[0]), float(fps), float(target_fps))
+        bar = _comfy.Progress(len(indices))
 
         def frames():  # one uint8 frame at a time; the interrupt is honoured between frames
-            for i in range(total):
+            for i in indices:
                 _comfy.throw_if_interrupted()
                 yield _comfy.image_to_uint8(images, i)
 
-        seq, _ = extract_sequence(frames(), get_extractor(backend), fps=float(fps),
-                                  progress=lambda k: bar(k + 1, total))
+        out_fps = float(target_fps) if target_fps else float(fps)
+        seq, _ = extract_sequence(frames(), get_extractor(backend), fps=out_fps,
+                                  progress=lambda k: bar(k + 1, len(indices)))
         return (seq, len(seq))
 
 

@@ -230,6 +230,14 @@ def test_extract_and_align_poses_with_mediapipe(comfy_dirs):
     assert len(cropped) == 2 and crop_ref.shape == (1, 768, 768, 3)
 
 
+def test_extract_poses_resamples_the_motion_in_time(comfy_dirs):
+    resample = node_module("pose").resample_indices
+    assert resample(10, 24.0, 24.0) == list(range(10)) == resample(10, 30.0, 0.0)
+    assert resample(60, 60.0, 24.0) == [int(k * 2.5) for k in range(24)]  # 1 s at 60 fps -> 24 frames
+    assert resample(30, 30.0, 24.0) == [int(k * 1.25) for k in range(24)]
+    assert resample(12, 12.0, 24.0) == [k // 2 for k in range(24)]      # slower source: frames repeat
+
+
 def test_dwpose_without_onnx_files_names_them(comfy_dirs):
     from echomimic_core.errors import ModelFilesNotFoundError
 

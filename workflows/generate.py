@@ -121,7 +121,8 @@ def graph_driving_video() -> dict:
     g.update({
         5: ("LoadVideo", (440, 40), {"file": DRIVER}, "Driving video (poses)"),
         6: ("GetVideoComponents", (440, 340), {"video": (5, 0)}, None),
-        7: ("EchoMimicV2ExtractPoses", (840, 40), {"images": (6, 0), "backend": "mediapipe", "fps": (6, 2)}, None),
+        7: ("EchoMimicV2ExtractPoses", (840, 40), {"images": (6, 0), "backend": "mediapipe", "fps": (6, 2),
+                                                    "target_fps": 24.0}, None),
         8: ("EchoMimicV2AlignPoses", (840, 260),
             {"poses": (7, 0), "reference": (1, 0), "backend": "mediapipe", "mode": "align_poses"}, None),
         9: ("EchoMimicV2FitPoseLength", (840, 480), {"poses": (8, 0), "frame_count": (4, 1), "policy": "pingpong"}, None),
