@@ -185,7 +185,7 @@ def small(api: dict) -> dict:
 
 
 def load_api(name: str) -> dict:
-    return json.loads((REPO / "workflows" / f"{name}.api.json").read_text())
+    return json.loads((REPO / "workflows" / "api" / f"{name}.json").read_text())
 
 
 def saved_videos(comfy, entry: dict) -> list[Path]:
@@ -231,6 +231,14 @@ def test_object_info_lists_every_node_with_its_inputs(comfy):
     assert "echomimic_poses/01" in sources
     for core in ("LoadAudio", "LoadImage", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage"):
         assert core in info
+
+
+def test_ui_workflows_are_offered_as_templates(comfy):
+    """ComfyUI serves a pack's workflows/*.json as editor templates (API files sit in workflows/api/)."""
+    templates = _get(comfy["COMFYUI_URL"] + "/workflow_templates")
+    assert sorted(templates.get(PACK_NAME, [])) == sorted(NAMES)
+    ui = _get(f"{comfy['COMFYUI_URL']}/api/workflow_templates/{PACK_NAME}/{NAMES[0]}.json")
+    assert ui["nodes"] and ui["links"]
 
 
 def test_core_widget_order_matches_object_info(comfy):

@@ -74,7 +74,7 @@ def ui_to_api(ui: dict, orders: dict) -> dict:
 
 def load(name: str) -> tuple[dict, dict]:
     ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
-    api = json.loads((WORKFLOWS / f"{name}.api.json").read_text())
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
     return ui, api
 
 

@@ -1,4 +1,5 @@
-"""Writes the example workflows (UI format for drag-and-drop + API format for POST /prompt) and, with
+"""Writes the example workflows (UI format in workflows/ for drag-and-drop and the editor's template
+browser, API format in workflows/api/ for POST /prompt) and, with
 ``--png``, the graph pictures in docs/. The JSON files are the product; this script only keeps them
 consistent. Run it from the pack root with a Python that can import the vendored ComfyUI::
 
@@ -241,11 +242,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     pack = load_pack(Path(args.comfyui))
     schemas = schemas_for(pack)
+    (WORKFLOWS / "api").mkdir(exist_ok=True)
     for name, fn in WORKFLOWS_DEF.items():
         ui, api = build(fn(), schemas, {**CORE_TITLES, **pack.NODE_DISPLAY_NAME_MAPPINGS})
         (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (WORKFLOWS / f"{name}.api.json").write_text(json.dumps(api, indent=1) + "\n")
-        print("wrote", WORKFLOWS / f"{name}.json", WORKFLOWS / f"{name}.api.json")
+        (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
+        print("wrote", WORKFLOWS / f"{name}.json", WORKFLOWS / "api" / f"{name}.json")
         if args.png:
             sys.path.insert(0, str(WORKFLOWS))
             from render_graph import render
