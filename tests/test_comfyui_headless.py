@@ -299,6 +299,11 @@ def test_workflow_runs_and_writes_mp4(comfy, name):
     assert facts["vcodec"] == "h264"
     assert facts["acodec"] == "aac"
     assert facts["audio_duration"] == pytest.approx(LENGTH / 24.0, abs=0.08)
+    # the pose preview (driving-video workflow) shows the drawn poses
+    api = load_api(name)
+    for nid, node in api.items():
+        if node["class_type"] == "PreviewImage":
+            assert len(entry["outputs"][nid]["images"]) == 4  # max_frames in small()
     # atomic writers leave no partial files behind
     assert not [p for p in (comfy["rt"] / "output").rglob("*partial*")]
 
