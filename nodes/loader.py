@@ -32,15 +32,15 @@ class EchoMimicModelsHandle:
     dtype: torch.dtype
     offload: bool = False
     audio_encoder: Any = None
+    pipeline: Any = None  # echomimic_core.pipeline.EchoMimicPipeline over these models, built on first use
     _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def __repr__(self) -> str:  # shown by ComfyUI in some debug paths; keep it short
         return f"EchoMimicModels({self.folder!r}, variant={self.variant}, {self.device}, {self.dtype})"
 
     def to_compute(self) -> None:
-        """Put the weights on the compute device (a no-op when they stay loaded)."""
-        if self.offload:
-            _move(self.models, self.device)
+        """Put the weights on the compute device (they may wait on the offload device between runs)."""
+        _move(self.models, self.device)
 
     def after_run(self) -> None:
         """Move the weights to ComfyUI's offload device when offloading is on."""
@@ -142,7 +142,9 @@ def load_cached(folder: str, variant: str, dtype: torch.dtype, device: torch.dev
         handle = _CACHE.get(key)
         if handle is None:
             _CACHE.clear()
-            models = load_models(folder, variant=variant, dtype=dtype, device=device)
+            # with offloading the weights wait on the offload device (CPU) until a run needs them
+            models = load_models(folder, variant=variant, dtype=dtype,
+                                 device=_comfy.offload_device() if offload else device)
             handle = EchoMimicModelsHandle(models, folder, variant, device, dtype, offload)
             _CACHE[key] = handle
         handle.offload = offload
