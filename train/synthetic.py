@@ -349,7 +349,7 @@ def sample_figure(rng: np.random.Generator) -> Figure:
         cx=cx, head_c=(cx, hy), head_r=(rx, ry), shoulder_y=shoulder_y, shoulder_hw=shoulder_hw,
         bottom_hw=shoulder_hw * rng.uniform(0.8, 1.05), neck_hw=rx * rng.uniform(0.35, 0.5),
         arm_len=(rng.uniform(0.2, 0.25), rng.uniform(0.2, 0.24)), arm_w=rng.uniform(0.05, 0.07),
-        hand_len=rng.uniform(0.12, 0.15),
+        hand_len=rng.uniform(0.15, 0.19),
         mouth_c=(cx, hy + ry * rng.uniform(0.45, 0.55)), mouth_hw=mouth_hw,
         mouth_max_open=ry * rng.uniform(0.32, 0.42), lip_t=ry * rng.uniform(0.05, 0.08),
         eye_r=rx * rng.uniform(0.1, 0.14), blobs=blobs,
@@ -632,7 +632,7 @@ def render_frame(fig: Figure, st: FrameState, size: int, background: np.ndarray 
         k = st.hands[h]
         hull = cv2.convexHull(np.array([cv.p(k[i]) for i in PALM_POINTS], np.int32))
         cv2.fillPoly(cv.img, [hull], _bgr(fig.glove_color), cv2.LINE_8, _SHIFT)
-        fw = fig.hand_len * 0.13
+        fw = fig.hand_len * 0.17
         for base in (1, 5, 9, 13, 17):
             for j in range(base, base + 3):
                 cv.line(k[j], k[j + 1], fig.glove_color, fw)

@@ -145,18 +145,20 @@ def train_vae(frames: np.ndarray, masks: np.ndarray | None = None, *, config: di
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
     warm = max(1, min(50, steps // 10))
 
-    def lr_at(s):
+    def lr_at(s, elapsed):
         if s < warm:
             return (s + 1) / warm
         p = (s - warm) / max(1, steps - warm)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
+        if max_seconds:  # anneal by the time budget when it comes first
+            p = max(p, elapsed / max_seconds)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
 
     gen = torch.Generator().manual_seed(seed)
-    history, t0 = [], time.time()
+    history, t0 = [], time.time()  # (the LR schedule follows steps, or the time budget when shorter)
     acc = {"loss": 0.0, "l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
     for step in range(steps):
         for g in opt.param_groups:
-            g["lr"] = lr * lr_at(step)
+            g["lr"] = lr * lr_at(step, time.time() - t0)
         idx = torch.randint(0, x_all.shape[0], (batch,), generator=gen)
         x, w = x_all[idx], w_all[idx]
         flip = torch.rand(batch, generator=gen) < 0.5
