@@ -4,7 +4,6 @@ fit its length to the audio, and draw it for preview. ECHOMIMIC_POSES carries an
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 
@@ -81,21 +80,6 @@ def resample_indices(total: int, fps: float, target_fps: float) -> list[int]:
 # ------------------------------------------------------------------ extractors (cached per backend)
 _EXTRACTORS: dict = {}
 _EXTRACTOR_LOCK = threading.Lock()
-
-
-@atexit.register
-def close_extractors() -> None:
-    """Free the cached extractors while the interpreter is still whole: a mediapipe graph that is
-    only collected during interpreter shutdown can hang the process on exit."""
-    with _EXTRACTOR_LOCK:
-        for extractor in _EXTRACTORS.values():
-            close = getattr(extractor, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
-        _EXTRACTORS.clear()
 
 
 def _dwpose_dir() -> str | None:

@@ -22,6 +22,7 @@ Mapping (one person; all coordinates normalised to the image, missing points -1 
 
 from __future__ import annotations
 
+import weakref
 from typing import Iterable
 
 import numpy as np
@@ -76,11 +77,14 @@ class MediaPipeExtractor:
             static_image_mode=static_image_mode, model_complexity=1, smooth_landmarks=not static_image_mode,
             refine_face_landmarks=False, min_detection_confidence=min_detection_confidence,
             min_tracking_confidence=min_tracking_confidence)
+        # A mediapipe graph closed only during interpreter shutdown can hang the process on exit;
+        # weakref.finalize closes it when the extractor is collected or, at the latest, at exit
+        # while the interpreter is still whole.
+        self._finalizer = weakref.finalize(self, self._holistic.close)
 
     def close(self) -> None:
-        if self._holistic is not None:
-            self._holistic.close()
-            self._holistic = None
+        self._finalizer()
+        self._holistic = None
 
     def __enter__(self):
         return self
@@ -88,11 +92,6 @@ class MediaPipeExtractor:
     def __exit__(self, *exc):
         self.close()
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __call__(self, image: np.ndarray) -> dict:
         img = np.asarray(image)
