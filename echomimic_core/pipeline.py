@@ -146,7 +146,7 @@ def load_reference_image(source: Any):
     """A PIL RGB image from a path, a PIL image, a uint8/float array or a tensor."""
     from PIL import Image, UnidentifiedImageError
 
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+    if isinstance(source, str) or hasattr(source, "__fspath__"):
         try:
             with Image.open(source) as img:
                 img.load()

@@ -164,3 +164,47 @@ def test_window_longer_than_motion_table_rejected(fx, pipe, fixtures):
     audio40 = torch.cat([audio, audio])[:40]
     with pytest.raises(InputError, match="motion module"):
         pipe.generate(fixtures / "pipeline" / "ref_image.png", audio40, poses, **{**kwargs, "num_frames": 40})
+
+
+def test_non_square_matches_a_plain_restatement(fx, pipe, fixtures):
+    """Non-square frames (holdout sets have them): the pipeline equals a direct re-statement of the official
+    loop (whole-sequence pose encoding, += / counter, CFG) with the same networks."""
+    from echomimic_core.pipeline import preprocess_reference
+    from echomimic_core.sampling import initial_latents, make_scheduler, window_schedule
+
+    meta, t, audio = fx
+    W, H, L, steps, cfg = 48, 64, 14, 2, 2.5
+    poses = torch.rand(1, 3, L, H, W, generator=torch.Generator().manual_seed(3))
+    image = fixtures / "pipeline" / "ref_image.png"
+    with pytest.warns(UserWarning):
+        res = pipe.generate(image, audio, poses, width=W, height=H, num_frames=L, steps=steps,
+                            guidance_scale=cfg, seed=11, decode=False)
+    with torch.no_grad():
+        from PIL import Image
+
+        img = Image.open(image).convert("RGB")
+        w0, h0 = img.size
+        crop_w = round(h0 * W / H)
+        img = img.crop(((w0 - crop_w) // 2, 0, (w0 - crop_w) // 2 + crop_w, h0))  # centre crop to 3:4
+        ref = pipe.vae.encode(preprocess_reference(img, W, H)).latent_dist.mean * 0.18215
+        bank = pipe.reference_unet(ref, torch.tensor(0)).reference_bank
+        feats = pipe.pose_encoder(poses)
+        a_all = audio[None, :L]
+        sched = make_scheduler(pipe.scheduler_kwargs)
+        sched.set_timesteps(steps)
+        lat = initial_latents((1, 4, L, H // 8, W // 8), 11)
+        for i, ts in enumerate(sched.timesteps):
+            acc = torch.zeros((2, 4, L, H // 8, W // 8))
+            cnt = torch.zeros((1, 1, L, 1, 1))
+            for win in window_schedule(L, steps, 12, 3)[i]:
+                a, p = a_all[:, win], feats[:, :, win]
+                v = pipe.denoising_unet(lat[:, :, win].repeat(2, 1, 1, 1, 1), ts,
+                                        audio=torch.cat([torch.zeros_like(a), a]),
+                                        pose_features=torch.cat([torch.zeros_like(p), p]), reference_bank=bank,
+                                        reference_mask=torch.tensor([False, True])).sample
+                acc[:, :, win] += v
+                cnt[:, :, win] += 1
+            u, c = (acc / cnt).chunk(2)
+            lat = sched.step(u + cfg * (c - u), ts, lat).prev_sample
+    assert res.latents.shape == (1, 4, L, H // 8, W // 8)
+    assert _maxdiff(res.latents, lat) <= 1e-5
