@@ -72,7 +72,7 @@ def test_generate_follows_audio_length(models_dir, pose_dir, fixtures, tmp_path)
 def test_generate_acc_preset_with_cap_and_non_square(models_dir, pose_dir, fixtures, tmp_path, capsys):
     out = tmp_path / "acc.mp4"
     assert main(_argv(models_dir, pose_dir, fixtures, out, "--preset", "acc", "--steps", "1",
-                      "--max-frames", "10", "--width", "32", "--fps", "25")) == 0
+                      "--max-frames", "10", "--width", "32", "--fps", "25", "--decode-chunk", "4")) == 0
     info = probe(out)
     assert info["video"]["frames"] == 10 and (info["video"]["width"], info["video"]["height"]) == (32, 64)
     assert info["audio"]["duration"] == pytest.approx(10 / 25, abs=2e-3)

@@ -35,6 +35,7 @@ def _argv(args, **extra):
     ({"--max-frames": "0"}, "--max-frames"),
     ({"--fps": "0"}, "--fps"),
     ({"--context-overlap": "12"}, "overlap"),
+    ({"--decode-chunk": "0"}, "--decode-chunk"),
     ({"--models": "/nonexistent/models"}, "model folder not found"),
     ({"--audio": "/nonexistent.wav"}, "audio file not found"),
     ({"--poses": "/nonexistent_poses"}, "pose sequence not found"),

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, choices=sorted(_DTYPES),
                         help="weight dtype (default: float16 on cuda, float32 on cpu)")
+    parser.add_argument("--decode-chunk", type=int, default=1,
+                        help="frames per VAE decode call (default 1, like the official code; more is faster on a GPU)")
     parser.add_argument("--crf", type=int, default=None, help="libx264 quality (default: the encoder's, 23)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -63,6 +65,7 @@ def _check_args(args) -> None:
     if args.cfg is not None and not args.cfg >= 0:
         raise InputError(f"--cfg must be >= 0 (got {args.cfg})")
     check_context(args.context_frames, args.context_overlap)
+    check_positive("--decode-chunk", args.decode_chunk)
     if not Path(args.models).is_dir():
         raise ModelFilesNotFoundError(f"model folder not found: {args.models}")
     load_reference_image(args.image)  # raises InputError for a missing / non-image file
@@ -161,7 +164,8 @@ def _run(args: argparse.Namespace) -> int:
                     args.image, features.frames(num_frames), poses, width=args.width, height=args.height,
                     num_frames=num_frames, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
                     context_frames=args.context_frames, context_overlap=args.context_overlap,
-                    preset=args.preset, on_frames=writer.write, on_progress=progress)
+                    preset=args.preset, decode_chunk_size=args.decode_chunk, on_frames=writer.write,
+                    on_progress=progress)
         finally:
             if bar is not None:
                 bar.close()
