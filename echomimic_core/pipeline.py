@@ -27,6 +27,7 @@ Public API::
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -554,6 +555,7 @@ class EchoMimicPipeline:
         del ref_latents
         audio_dev = audio[:video_length].to(device, dtype)  # small: [F, tokens, C]
         reference_mask = [False, True] if do_cfg else [True]
+        trim_cpu_heap = device.type == "cpu"
 
         # ---- denoising loop -------------------------------------------------------------------------
         try:
@@ -575,6 +577,8 @@ class EchoMimicPipeline:
                     result.unet_calls.append(int(x.shape[0]))
                     acc.add(window, pred.float())
                     del x, a, p, pred
+                    if trim_cpu_heap:
+                        _trim_heap()
                     done += 1
                     if on_progress is not None:
                         on_progress(Progress("denoise", i, steps, j, len(schedule[i]), done, total, t))
@@ -599,6 +603,9 @@ class EchoMimicPipeline:
             else:
                 collected.append(frames)
             decoded += frames.shape[0]
+            del frames
+            if trim_cpu_heap:
+                _trim_heap()
             done += 1
             if on_progress is not None:
                 on_progress(Progress("decode", steps, steps, decoded, video_length, done, total))
@@ -655,6 +662,25 @@ def _ddim_step(scheduler, noise_pred: torch.Tensor, timestep: int, latents: torc
         sl = slice(start, start + chunk)
         out[:, :, sl] = scheduler.step(noise_pred[:, :, sl], timestep, latents[:, :, sl], eta=0.0).prev_sample
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``) after each CPU window / decode chunk, so
+    that allocator fragmentation does not make the peak RSS creep up with the number of windows (measured
+    by bench/memory.py). No-op without glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _accepts(module, name: str) -> bool:
