@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("check", "generate")
+COMMANDS = ("check", "generate", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:

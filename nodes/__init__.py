@@ -8,11 +8,11 @@ from . import _comfy
 
 _comfy.register_model_folders()
 
-from . import audio, loader, pose, sampler, video  # noqa: E402
+from . import audio, demo, loader, pose, sampler, video  # noqa: E402
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _family in (loader, audio, pose, sampler, video):
+for _family in (loader, audio, pose, sampler, video, demo):
     NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)
 

@@ -68,10 +68,21 @@ def _move(models: Any, device: torch.device) -> None:
             value.to(device)
 
 
+EMBEDDED_DEMO = "(embedded demo)"
+"""Combo entry for the tiny demo model shipped inside the package (echomimic_core/assets/demo_model:
+trained on synthetic talking figures at 64x64, runs on CPU in seconds; see train/make_demo_model.sh)."""
+
+
+def embedded_demo_folder() -> str:
+    import echomimic_core
+
+    return os.path.join(os.path.dirname(os.path.abspath(echomimic_core.__file__)), "assets", "demo_model")
+
+
 def list_model_folders() -> list[str]:
     """Combo entries: "<folder name>" for a registered dir holding weights, "<folder name>/<sub>"
     for model sub-folders. Always offers "echomimic_v2" so an empty install still shows a clear
-    "files missing" error when run."""
+    "files missing" error when run, and (last) the embedded demo model when it is installed."""
     found: list[str] = []
     for name, root in _comfy.model_search_roots():
         if not os.path.isdir(root):
@@ -88,11 +99,15 @@ def list_model_folders() -> list[str]:
                     found.append(label)
     if _comfy.MODEL_FOLDER not in found:
         found.insert(0, _comfy.MODEL_FOLDER)
+    if os.path.isdir(embedded_demo_folder()):
+        found.append(EMBEDDED_DEMO)
     return found
 
 
 def resolve_model_folder(label: str) -> str:
     """Combo entry (or an absolute path) -> the folder on disk."""
+    if label == EMBEDDED_DEMO:
+        return embedded_demo_folder()
     if os.path.isabs(label):
         return label
     name, _, rel = label.partition("/")
@@ -163,7 +178,8 @@ class EchoMimicV2ModelLoader:
             "required": {
                 "model_folder": (list_model_folders(), {
                     "tooltip": "A folder under ComfyUI/models/echomimic_v2 (or models/echo_mimic) in the official "
-                               "pretrained_weights layout."}),
+                               "pretrained_weights layout. '(embedded demo)': the tiny demo model shipped with "
+                               "the pack (synthetic talking figures, 64x64, CPU)."}),
                 "variant": (VARIANTS, {"default": "normal",
                                        "tooltip": "normal: denoising_unet.pth + motion_module.pth (30 steps, cfg 2.5). "
                                                   "acc: the *_acc.pth weights (about 6 steps, cfg 1)."}),

@@ -22,7 +22,7 @@ CORE_TYPES = {"IMAGE", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN"}
 EXPECTED_NODES = {
     "EchoMimicV2ModelLoader", "EchoMimicV2AudioEncoder", "EchoMimicV2LoadPoses", "EchoMimicV2ExtractPoses",
     "EchoMimicV2AlignPoses", "EchoMimicV2FitPoseLength", "EchoMimicV2PosePreview", "EchoMimicV2Sampler",
-    "EchoMimicV2SampleToFile", "EchoMimicV2VideoCombine",
+    "EchoMimicV2SampleToFile", "EchoMimicV2VideoCombine", "EchoMimicV2DemoInputs",
 }
 
 

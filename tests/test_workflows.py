@@ -13,7 +13,8 @@ from conftest import REPO
 from test_nodes_helpers import load_pack
 
 WORKFLOWS = REPO / "workflows"
-NAMES = ["echomimic_v2_demo_poses", "echomimic_v2_driving_video", "echomimic_v2_accelerated"]
+NAMES = ["echomimic_v2_demo_poses", "echomimic_v2_driving_video", "echomimic_v2_accelerated",
+         "echomimic_v2_embedded_demo"]
 CORE_NODES = {"LoadImage", "LoadAudio", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage",
               "CreateVideo"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}

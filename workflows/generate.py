@@ -155,10 +155,31 @@ def graph_accelerated() -> dict:
     return g
 
 
+def graph_embedded_demo() -> dict:
+    """Runs out of the box: the tiny demo model shipped in the package + the shipped demo inputs (no files
+    needed in models/ or input/). Settings = `python -m echomimic_core demo` (64x64, 20 steps, cfg 2, seed 0)."""
+    return {
+        1: ("EchoMimicV2DemoInputs", (40, 40), {}, None),
+        2: ("EchoMimicV2ModelLoader", (40, 300),
+            {"model_folder": "(embedded demo)", "variant": "normal", "dtype": "auto", "device": "auto",
+             "offload": "keep_loaded"}, None),
+        3: ("EchoMimicV2AudioEncoder", (440, 40), {"models": (2, 0), "audio": (1, 1), "fps": 24.0}, None),
+        4: ("EchoMimicV2FitPoseLength", (440, 260), {"poses": (1, 2), "frame_count": (3, 1), "policy": "loop"}, None),
+        5: ("EchoMimicV2Sampler", (840, 40),
+            {"models": (2, 0), "reference": (1, 0), "audio_features": (3, 0), "poses": (4, 0),
+             "seed": 0, "steps": 20, "cfg": 2.0, "context_frames": 12, "context_overlap": 3,
+             "width": 64, "height": 64, "length": 0}, None),
+        6: ("EchoMimicV2VideoCombine", (1240, 40), {"images": (5, 0), "fps": (5, 1), "audio": (1, 1)}, None),
+        7: ("SaveVideo", (1640, 40), {"video": (6, 0), "filename_prefix": "echomimic_v2/embedded_demo",
+                                      "format": "auto", "codec": "auto"}, None),
+    }
+
+
 WORKFLOWS_DEF = {
     "echomimic_v2_demo_poses": graph_demo_poses,
     "echomimic_v2_driving_video": graph_driving_video,
     "echomimic_v2_accelerated": graph_accelerated,
+    "echomimic_v2_embedded_demo": graph_embedded_demo,
 }
 
 

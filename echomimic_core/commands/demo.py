@@ -1,0 +1,200 @@
+"""``demo``: a video out of the box, with the embedded tiny demo model and shipped inputs.
+
+Without ``--models`` the embedded demo model (``echomimic_core/assets/demo_model``: a tiny EchoMimicV2
+trained from scratch on synthetic talking figures at 64x64, see ``train/make_demo_model.sh``) animates the
+shipped reference figure with the shipped speech and hand poses (``echomimic_core/assets/demo``); the
+frames are enlarged for viewing (``--display-scale``). With ``--models DIR`` the same shipped inputs go
+through real official weights with the normal preset's defaults (768x768, 30 steps, cfg 2.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "make a demo video with the embedded tiny model (or --models DIR) and the shipped demo inputs"
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+DEMO_MODEL = ASSETS / "demo_model"
+DEMO_INPUTS = ASSETS / "demo"
+DEFAULT_OUT = "echomimic_v2_demo.mp4"
+
+
+def demo_settings() -> dict:
+    """Sampling defaults of the embedded model (``assets/demo/demo.json``)."""
+    defaults = {"width": 64, "height": 64, "steps": 20, "cfg": 2.0, "seed": 0, "display_scale": 4,
+                "context_frames": 12, "context_overlap": 3}
+    path = DEMO_INPUTS / "demo.json"
+    if path.is_file():
+        defaults.update(json.loads(path.read_text()).get("embedded_model", {}))
+    return defaults
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=None, metavar="DIR",
+                        help="official pretrained_weights folder (default: the embedded tiny demo model)")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="OUT.mp4",
+                        help=f"output video (default ./{DEFAULT_OUT})")
+    parser.add_argument("--seed", type=int, default=None, help="initial noise seed")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale")
+    parser.add_argument("--width", type=int, default=None,
+                        help="generation width (default: 64 for the embedded model, 768 with --models)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="generation height (default: 64 for the embedded model, 768 with --models)")
+    parser.add_argument("--display-scale", type=int, default=None,
+                        help="enlarge the written frames by this integer factor (default: 4 for the embedded "
+                             "model, 1 with --models)")
+    parser.add_argument("--image", default=None, help="reference image (default: the shipped demo figure)")
+    parser.add_argument("--audio", default=None, help="speech audio (default: the shipped demo speech)")
+    parser.add_argument("--poses", default=None, help="pose sequence (default: the shipped demo hand poses)")
+    parser.add_argument("--max-frames", type=int, default=None, help="cap on the number of frames")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", default=None, help="weight dtype (default: float16 on cuda, float32 on cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def generate_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The ``generate`` command's arguments for this demo run."""
+    embedded = args.models is None
+    s = demo_settings() if embedded else {}
+    out = Path(args.out).expanduser().resolve()
+    return argparse.Namespace(
+        models=str(DEMO_MODEL if embedded else args.models),
+        image=args.image or str(DEMO_INPUTS / "reference.png"),
+        audio=args.audio or str(DEMO_INPUTS / "audio.wav"),
+        poses=args.poses or str(DEMO_INPUTS / "poses.npz"),
+        out=str(out), preset="normal",
+        steps=args.steps if args.steps is not None else s.get("steps"),
+        cfg=args.cfg if args.cfg is not None else s.get("cfg"),
+        seed=args.seed if args.seed is not None else s.get("seed"),
+        width=args.width or s.get("width", 768), height=args.height or s.get("height", 768),
+        fps=24.0, context_frames=int(s.get("context_frames", 12)), context_overlap=int(s.get("context_overlap", 3)),
+        max_frames=args.max_frames, pose_policy="loop", device=args.device, dtype=args.dtype, crf=None,
+        quiet=args.quiet,
+        display_scale=args.display_scale if args.display_scale is not None else int(s.get("display_scale", 1)),
+    )
+
+
+def _check(gen: argparse.Namespace) -> None:
+    """Cheap checks of the arguments and files, before anything is loaded."""
+    from ..errors import InputError, ModelFilesNotFoundError
+    from ..pipeline import check_positive, check_size, load_reference_image
+
+    check_size(gen.width, gen.height)
+    for name in ("steps", "max_frames"):
+        if getattr(gen, name) is not None:
+            check_positive(f"--{name.replace('_', '-')}", getattr(gen, name))
+    if gen.cfg is not None and not gen.cfg >= 0:
+        raise InputError(f"--cfg must be >= 0 (got {gen.cfg})")
+    if not Path(gen.models).is_dir():
+        raise ModelFilesNotFoundError(f"model folder not found: {gen.models}")
+    load_reference_image(gen.image)
+    for what, path in (("audio", gen.audio), ("pose sequence", gen.poses)):
+        if not Path(path).exists():
+            raise InputError(f"{what} not found: {path}")
+    out = Path(gen.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"--out must end in .mp4 (got {out.name})")
+    if not out.parent.is_dir():
+        raise InputError(f"output folder does not exist: {out.parent}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import EchoMimicError, Interrupted
+    from .generate import _fail
+
+    try:
+        return _run(args)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}; no output written", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; no output written", file=sys.stderr)
+        return 130
+    except EchoMimicError as exc:
+        return _fail(str(exc))
+
+
+def _run(args: argparse.Namespace) -> int:
+    import warnings
+
+    import torch
+
+    from ..errors import InputError, ModelFilesNotFoundError
+    from .generate import _device_and_dtype
+
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    gen = generate_args(args)
+    if gen.display_scale < 1:
+        raise InputError(f"--display-scale must be >= 1 (got {gen.display_scale})")
+    if args.models is None and not any((DEMO_MODEL / f"denoising_unet{e}").is_file() for e in (".safetensors", ".pth")):
+        raise ModelFilesNotFoundError(f"the embedded demo model is missing from {DEMO_MODEL} (broken install?)")
+    if gen.dtype is not None and gen.dtype not in ("float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"):
+        raise InputError(f"--dtype must be float32, float16 or bfloat16 (got {gen.dtype})")
+    _check(gen)
+    device, dtype = _device_and_dtype(gen)
+    t0 = time.perf_counter()
+    which = "the embedded tiny demo model" if args.models is None else f"the models in {args.models}"
+    print(f"demo: {which}, {gen.width}x{gen.height}, {Path(gen.audio).name} + {Path(gen.poses).name}",
+          file=sys.stderr)
+
+    from ..audio import encode_audio, load_audio_encoder, load_waveform
+    from ..checkpoints import load_models
+    from ..pipeline import EchoMimicPipeline
+    from ..pose import fit_length, load_pose_sequence
+    from ..video import VideoWriter
+
+    poses = load_pose_sequence(gen.poses)
+    waveform = load_waveform(gen.audio)
+    models = load_models(gen.models, variant="normal", dtype=dtype, device=device)
+    encoder = load_audio_encoder(models.audio_encoder_path, device=device)
+    features = encode_audio(encoder, waveform, fps=gen.fps, sample_rate=16000)
+    del encoder
+    num_frames = features.num_frames if gen.max_frames is None else min(features.num_frames, gen.max_frames)
+    poses = fit_length(poses, num_frames, gen.pose_policy)
+    pipe = EchoMimicPipeline.from_models(models)
+
+    bar = None
+    if not gen.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=None, unit="win", desc="denoise", dynamic_ncols=True)
+
+    def progress(p):
+        if bar is not None:
+            bar.total = p.total
+            bar.set_description(p.phase if p.phase == "decode" else f"step {p.step + 1}/{p.num_steps}")
+            bar.n = p.done
+            bar.refresh()
+
+    scale = int(gen.display_scale)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with VideoWriter(gen.out, fps=gen.fps, audio=gen.audio) as writer:
+                def on_frames(frames: torch.Tensor) -> None:  # [n, 3, H, W] float in [0, 1]
+                    if scale > 1:
+                        frames = frames.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
+                    writer.write(frames)
+
+                result = pipe.generate(gen.image, features.frames(num_frames), poses, width=gen.width,
+                                       height=gen.height, num_frames=num_frames, steps=gen.steps,
+                                       guidance_scale=gen.cfg, seed=gen.seed, context_frames=gen.context_frames,
+                                       context_overlap=gen.context_overlap, preset="normal", on_frames=on_frames,
+                                       on_progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    size = f"{gen.width * scale}x{gen.height * scale}"
+    print(f"wrote {gen.out}: {result.num_frames} frames at {gen.fps:g} fps ({result.num_frames / gen.fps:.2f} s), "
+          f"{size}, {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, seed {result.seed}, "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0

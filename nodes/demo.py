@@ -1,0 +1,47 @@
+"""Demo inputs node: the reference figure, speech and hand poses shipped with the pack
+(echomimic_core/assets/demo), so the embedded-demo workflow runs without any file in ComfyUI/input."""
+
+from __future__ import annotations
+
+import os
+
+from . import _comfy
+
+
+def demo_inputs_dir() -> str:
+    import echomimic_core
+
+    return os.path.join(os.path.dirname(os.path.abspath(echomimic_core.__file__)), "assets", "demo")
+
+
+class EchoMimicV2DemoInputs:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("IMAGE", "AUDIO", _comfy.POSES, "INT")
+    RETURN_NAMES = ("reference", "audio", "poses", "frame_count")
+    FUNCTION = "load"
+    CATEGORY = _comfy.CATEGORY
+    DESCRIPTION = ("The demo inputs shipped with the pack: a synthetic reference figure (64x64), 16 kHz speech "
+                   "and its hand-pose sequence (for the '(embedded demo)' model).")
+
+    def load(self):
+        import numpy as np
+        import torch
+
+        from echomimic_core.audio import load_waveform
+        from echomimic_core.pipeline import load_reference_image
+        from echomimic_core.pose import load_pose_sequence
+
+        d = demo_inputs_dir()
+        image = np.asarray(load_reference_image(os.path.join(d, "reference.png")), dtype=np.float32) / 255.0
+        wave = load_waveform(os.path.join(d, "audio.wav"))
+        audio = {"waveform": torch.from_numpy(np.ascontiguousarray(wave)).float().view(1, 1, -1),
+                 "sample_rate": 16000}
+        seq = load_pose_sequence(os.path.join(d, "poses.npz"))
+        return (torch.from_numpy(image)[None], audio, seq, len(seq))
+
+
+NODE_CLASS_MAPPINGS = {"EchoMimicV2DemoInputs": EchoMimicV2DemoInputs}
+NODE_DISPLAY_NAME_MAPPINGS = {"EchoMimicV2DemoInputs": "EchoMimicV2 Demo Inputs"}
