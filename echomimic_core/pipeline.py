@@ -28,7 +28,6 @@ Public API::
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import warnings
 import zlib
@@ -336,7 +335,8 @@ class EchoMimicPipeline:
     """
 
     def __init__(self, vae, reference_unet, denoising_unet, pose_encoder, scheduler_kwargs=None, *,
-                 variant: str = "normal", bank_dtype: torch.dtype | None = torch.float16) -> None:
+                 variant: str = "normal", bank_dtype: torch.dtype | None = torch.float16,
+                 reference_pairing: dict[str, str] | None = None) -> None:
         self.vae = vae
         self.reference_unet = reference_unet
         self.denoising_unet = denoising_unet
@@ -344,6 +344,8 @@ class EchoMimicPipeline:
         self.scheduler_kwargs = dict(scheduler_kwargs or {})
         self.variant = variant
         self.bank_dtype = bank_dtype
+        # writer path -> reader path; None = same module path (the official networks)
+        self.reference_pairing = reference_pairing
         make_scheduler(self.scheduler_kwargs)  # validate now
 
     # -- construction --------------------------------------------------------------------------
@@ -351,7 +353,7 @@ class EchoMimicPipeline:
     def from_models(cls, models, **kwargs) -> "EchoMimicPipeline":
         """From the ``EchoMimicModels`` bundle returned by ``checkpoints.load_models``."""
         return cls(models.vae, models.reference_unet, models.denoising_unet, models.pose_encoder,
-                   getattr(models, "scheduler_kwargs", None), variant=getattr(models, "variant", "normal"),
+                   models.scheduler_kwargs, variant=models.variant, reference_pairing=models.reference_pairing,
                    **kwargs)
 
     @classmethod
@@ -407,29 +409,16 @@ class EchoMimicPipeline:
 
     @torch.no_grad()
     def reference_bank(self, ref_latents: torch.Tensor):
-        """Run the ReferenceNet once (t = 0) and return the bank keyed for the denoiser's blocks.
-
-        The official fp16 rounding of the bank (quirk 4) is applied by the denoiser's reference read
-        (``reference_dtype=bank_dtype``); for a denoiser without that argument it is applied here.
-        """
+        """Run the ReferenceNet once (t = 0) and return its bank keyed by the denoiser's block paths.
+        The official fp16 rounding of the bank (quirk 4) happens in the denoiser's reference read
+        (``reference_dtype=bank_dtype``)."""
         unet = self.reference_unet
         device, dtype = self._module_device(unet), self._module_dtype(unet)
         timestep = torch.zeros((), dtype=torch.long, device=device)
-        bank = _call_reference(unet, ref_latents.to(device, dtype), timestep)
-        pairing = self._reference_pairing()
-        if pairing is not None and hasattr(bank, "remap") and any(k != v for k, v in pairing.items()):
-            bank = bank.remap(pairing)
-        if not _accepts(self.denoising_unet, "reference_dtype"):
-            bank = _round_bank(bank, self.bank_dtype)
+        bank = unet(ref_latents.to(device, dtype), timestep).reference_bank
+        if self.reference_pairing and any(k != v for k, v in self.reference_pairing.items()):
+            bank = bank.remap(self.reference_pairing)
         return bank
-
-    def _reference_pairing(self):
-        if not (hasattr(self.reference_unet, "reference_block_order")
-                and hasattr(self.denoising_unet, "reference_block_order")):
-            return None
-        from .models import reference_pairing
-
-        return reference_pairing(self.reference_unet, self.denoising_unet)
 
     @torch.no_grad()
     def denoise(self, sample, timestep, audio, pose_features, bank, reference_mask) -> torch.Tensor:
@@ -437,14 +426,9 @@ class EchoMimicPipeline:
 
         ``audio`` [b, f, tokens, C], ``pose_features`` [b, C0, f, h, w], ``reference_mask`` [b] bool (which
         batch elements read the reference bank; the CFG unconditional half does not)."""
-        kwargs = dict(audio=audio, pose_features=pose_features, reference_bank=bank,
-                      reference_mask=torch.as_tensor(list(reference_mask), dtype=torch.bool, device=sample.device))
-        if _accepts(self.denoising_unet, "reference_dtype"):
-            kwargs["reference_dtype"] = self.bank_dtype
-        out = self.denoising_unet(sample, timestep, **kwargs)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return getattr(out, "sample", out)
+        mask = torch.as_tensor(list(reference_mask), dtype=torch.bool, device=sample.device)
+        return self.denoising_unet(sample, timestep, audio=audio, pose_features=pose_features, reference_bank=bank,
+                                   reference_mask=mask, reference_dtype=self.bank_dtype).sample
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 1):
@@ -615,42 +599,11 @@ class EchoMimicPipeline:
 
 
 # ----------------------------------------------------------------------------------------------------
-# model adapters: the only places that know the networks' call conventions
+# helpers
 # ----------------------------------------------------------------------------------------------------
 def _check_cancel(cancel: Callable[[], Any] | None) -> None:
     if cancel is not None and cancel():
         raise Interrupted("generation cancelled")
-
-
-def _round_bank(bank, dtype):
-    """Round every tensor of the bank to ``dtype`` (the official copy casts to fp16) and back to its own
-    dtype, keeping the container structure."""
-    if dtype is None:
-        return bank
-    if isinstance(bank, torch.Tensor):
-        return bank.to(dtype).to(bank.dtype)
-    if isinstance(bank, dict):
-        return type(bank)((k, _round_bank(v, dtype)) for k, v in bank.items())
-    if isinstance(bank, (list, tuple)):
-        return type(bank)(_round_bank(v, dtype) for v in bank)
-    features = getattr(bank, "features", None)  # models.attention.ReferenceBank
-    if isinstance(features, dict):
-        return type(bank)({k: v.to(dtype).to(v.dtype) for k, v in features.items()})
-    return bank
-
-
-def _call_reference(unet, latents: torch.Tensor, timestep: torch.Tensor):
-    """ReferenceNet forward that returns its bank (the first LayerNorm output of every transformer block)."""
-    fn = getattr(unet, "compute_bank", None)
-    if callable(fn):
-        return fn(latents, timestep)
-    out = unet(latents, timestep)
-    bank = getattr(out, "reference_bank", None)
-    if bank is None and isinstance(out, (tuple, list)) and len(out) == 2:
-        bank = out[1]
-    if bank is None:
-        raise TypeError(f"{type(unet).__name__} did not return a reference bank")
-    return bank
 
 
 def _ddim_step(scheduler, noise_pred: torch.Tensor, timestep: int, latents: torch.Tensor,
@@ -683,26 +636,10 @@ def _trim_heap() -> None:
         trim(0)
 
 
-def _accepts(module, name: str) -> bool:
-    try:
-        return name in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError, AttributeError):
-        return False
-
-
 def _motion_max_frames(unet) -> int | None:
-    """Longest window the motion modules' position table allows (None when unknown / no motion module)."""
-    config = getattr(unet, "config", None)
-    candidates = [getattr(config, "motion_module_kwargs", None) if config is not None else None]
-    extra = getattr(unet, "unet_additional_kwargs", None) or getattr(config, "unet_additional_kwargs", None)
-    if isinstance(extra, dict):
-        candidates.append(extra.get("motion_module_kwargs"))
-    if config is not None and getattr(config, "use_motion_module", True) is False:
+    """Longest window the motion modules' position table allows (None without motion modules)."""
+    kwargs = getattr(unet, "unet_additional_kwargs", None) or {}
+    motion = kwargs.get("motion_module_kwargs") or {}
+    if not kwargs.get("use_motion_module", False) or not motion.get("temporal_position_encoding", False):
         return None
-    for kwargs in candidates:
-        try:
-            if kwargs and kwargs.get("temporal_position_encoding", True):
-                return int(kwargs["temporal_position_encoding_max_len"])
-        except (TypeError, KeyError, ValueError, AttributeError):
-            continue
-    return None
+    return int(motion["temporal_position_encoding_max_len"])

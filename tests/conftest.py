@@ -36,3 +36,16 @@ def media() -> Path:
     if not path.is_dir():
         pytest.fail(f"shared media not found at {path}: set ECHOMIMIC_SHARED_DIR")
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    the tiny networks of the tests run faster on one thread, and two threads per process oversubscribe a
+    shared 2-core machine (measured ~10x slower steps under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,12 +17,7 @@ from echomimic_core.models import OFFICIAL_NOISE_SCHEDULER_KWARGS, OFFICIAL_UNET
 from echomimic_core.models.motion_module import SinusoidalPositionTable
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _link_tree(src: Path, dst: Path, skip=()) -> Path:

@@ -13,12 +13,7 @@ from echomimic_core.errors import CheckpointError
 STATE_FILES = ("reference_unet", "denoising_unet", "motion_module", "pose_encoder")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_round_trip_folder(fixtures, tmp_path, capsys):

@@ -20,13 +20,7 @@ REFERENCE_TOL = 1e-5  # reference UNet output and bank <= 1e-5
 DENOISER_TOL = 3e-4   # denoising UNet outputs <= 3e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one thread is faster than two on the shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,13 @@ import torch
 from torch import nn
 
 from echomimic_core.errors import InputError, Interrupted
+from echomimic_core.models import ReferenceBank
 from echomimic_core.pipeline import EchoMimicPipeline, PoseSource, preprocess_reference
 from echomimic_core.sampling import initial_latents, make_scheduler, window_schedule
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster than two on a shared CPU (and never oversubscribes)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 class _Dist:
     def __init__(self, mean):
@@ -63,9 +58,9 @@ class FakeReference(nn.Module):
         super().__init__()
         self.proj = nn.Conv2d(4, 4, 1)
 
-    def compute_bank(self, latents, timestep):
+    def forward(self, latents, timestep):
         assert int(timestep) == 0
-        return [self.proj(latents).flatten(2).transpose(1, 2)]  # [1, hw, 4]
+        return _Out(reference_bank=ReferenceBank({"block": self.proj(latents).flatten(2).transpose(1, 2)}))  # [1, hw, 4]
 
 
 class FakeDenoiser(nn.Module):
@@ -77,18 +72,18 @@ class FakeDenoiser(nn.Module):
         self.calls = []
         self.config = _Out(in_channels=4)
 
-    def forward(self, sample, timestep, audio, pose_features, reference_bank, reference_mask):
+    def forward(self, sample, timestep, audio, pose_features, reference_bank, reference_mask, reference_dtype):
         b, c, f, h, w = sample.shape
         assert audio.shape[:2] == (b, f) and pose_features.shape[0] == b and pose_features.shape[2] == f
         assert len(reference_mask) == b
         reference_mask = [bool(m) for m in reference_mask]
         self.calls.append((b, f, list(reference_mask), audio.abs().flatten(1).sum(1).tolist(),
                            pose_features.abs().flatten(1).sum(1).tolist()))
-        ref = reference_bank[0].mean(1)  # [1, 4]
+        ref = reference_bank["block"].to(reference_dtype).float().mean(1)  # [1, 4], rounded like the real read
         refs = torch.stack([ref[0] if m else torch.zeros_like(ref[0]) for m in reference_mask])
         a = self.audio(audio.mean(2)).permute(0, 2, 1)[..., None, None]  # [b,4,f,1,1]
         out = self.mix(sample * (1 - timestep.float() / 2000)) + self.pose(pose_features) + a
-        return out + refs[:, :, None, None, None]
+        return _Out(sample=out + refs[:, :, None, None, None])
 
 
 def _pipe(variant="normal"):
@@ -108,7 +103,7 @@ def _reference_loop(pipe, image, audio, poses, size, frames, steps, cfg, seed, c
     """Straightforward re-statement of the official loop: whole-sequence pose encoding, += / counter."""
     with torch.no_grad():
         ref = pipe.vae.encode(preprocess_reference(image, size, size)).latent_dist.mean * 0.18215
-        bank = [v.to(torch.float16).float() for v in pipe.reference_unet.compute_bank(ref, torch.tensor(0))]
+        bank = pipe.reference_unet(ref, torch.tensor(0)).reference_bank
         pose_feat = pipe.pose_encoder(poses[:, :, :frames])
         aud = audio[None]
         sched = make_scheduler()
@@ -123,7 +118,7 @@ def _reference_loop(pipe, image, audio, poses, size, frames, steps, cfg, seed, c
                 a, p = aud[:, win], pose_feat[:, :, win]
                 if do_cfg:
                     a, p = torch.cat([torch.zeros_like(a), a]), torch.cat([torch.zeros_like(p), p])
-                v = pipe.denoising_unet(x, t, a, p, bank, [False, True] if do_cfg else [True])
+                v = pipe.denoising_unet(x, t, a, p, bank, [False, True] if do_cfg else [True], torch.float16).sample
                 acc[:, :, win] += v
                 cnt[:, :, win] += 1
             v = acc / cnt

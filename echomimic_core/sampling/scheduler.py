@@ -12,18 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import InputError
+from ..models.configs import OFFICIAL_NOISE_SCHEDULER_KWARGS
 
-#: ``noise_scheduler_kwargs`` of the official inference config.
-OFFICIAL_SCHEDULER_KWARGS: dict[str, Any] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-}
+#: ``noise_scheduler_kwargs`` of the official inference config (one definition, next to the model configs).
+OFFICIAL_SCHEDULER_KWARGS: dict[str, Any] = OFFICIAL_NOISE_SCHEDULER_KWARGS
 
 # keys of a saved diffusers scheduler config that are bookkeeping, not constructor arguments
 _META_KEYS = ("_class_name", "_diffusers_version", "_use_default_values")
