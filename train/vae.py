@@ -9,8 +9,8 @@ or boxes from ``keypoints.npz``; small details that carry the demo's whole signa
 term. The decoder reconstructs a posterior *sample* during training, as in SD's VAE.
 
 After training the script measures, on held-out frames when available (else on training frames):
-the reconstruction error of encode(mean) -> decode and the per-channel mean/std of the posterior
-means. The official pipeline (and this repo's pipeline and trainer) hard-code the latent scale
+the reconstruction error of encode(mean) -> decode; the per-channel mean/std of the posterior means
+are measured on (a subsample of) the TRAINING frames, the latents the diffusion model will see. The official pipeline (and this repo's pipeline and trainer) hard-code the latent scale
 0.18215 instead of reading ``vae.config.scaling_factor``, so by default the measured per-channel
 normalisation is FOLDED INTO THE WEIGHTS (``quant_conv`` scales/centres the latents,
 ``post_quant_conv`` undoes it; decoded images are unchanged): afterwards ``0.18215 * latent`` has
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-data", help="held-out dataset root (default: DATA/heldout when it exists)")
     ap.add_argument("--size", type=int, help="train resolution (default: the frames' size)")
     ap.add_argument("--blocks", default=",".join(map(str, DEFAULT_BLOCKS)), help="block_out_channels")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=1500, help="0 with --init: only re-measure, fold and save")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl", type=float, default=1e-6, help="weight of the KL term (KL summed over latent elements) against the per-pixel mean L1 + MSE")
@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fp16", action="store_true", help="store the weights as float16")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--stats-frames", type=int, default=4096,
+                    help="about this many training frames measure the latent mean/std (for folding / scaling_factor)")
     ap.add_argument("--no-fold", action="store_true",
                     help="keep the raw latents and write scaling_factor = 1/std (default: fold a per-channel "
                          "normalisation into quant_conv/post_quant_conv so the hard-coded 0.18215 gives unit std)")
@@ -327,17 +329,20 @@ def main(argv: list[str] | None = None) -> int:
                              color_aug=not args.no_color_aug,
                              log=lambda s: print(s, file=sys.stderr, flush=True))
     train_seconds = time.time() - t0
-    metrics = evaluate_vae(vae, ev_frames, ev_masks)
+    # latent statistics from the TRAINING frames (what the diffusion model will be trained on)
+    stat_frames = frames[:: max(1, len(frames) // args.stats_frames)]
+    raw = evaluate_vae(vae, stat_frames)
     if args.no_fold:
-        scaling = float(f"{1.0 / metrics['latent_std']:.5g}")
+        scaling = float(f"{1.0 / raw['latent_std']:.5g}")
     else:
-        raw = metrics
         fold_latent_normalisation(vae, raw["latent_channel_mean"], raw["latent_channel_std"])
-        metrics = evaluate_vae(vae, ev_frames, ev_masks)
-        metrics["before_fold"] = {k: raw[k] for k in ("latent_std", "latent_mean", "latent_channel_std",
-                                                      "latent_channel_mean", "l1_uint8")}
         scaling = OFFICIAL_SCALE
+    metrics = evaluate_vae(vae, ev_frames, ev_masks)
+    metrics["train_stats_before_fold"] = {k: raw[k] for k in ("frames", "latent_std", "latent_mean",
+                                                              "latent_channel_std", "latent_channel_mean")}
     metrics["scaled_latent_std"] = metrics["latent_std"] * scaling
+    metrics["scaled_latent_channel_std"] = [v * scaling for v in metrics["latent_channel_std"]]
+    metrics["scaled_latent_channel_mean"] = [v * scaling for v in metrics["latent_channel_mean"]]
     params = sum(p.numel() for p in vae.parameters())
     log = {"args": vars(args), "train_frames": int(len(frames)), "train_seconds": round(train_seconds, 1),
            "steps_done": history[-1]["step"] if history else 0, "params": int(params),
@@ -346,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
            "note": "the official pipeline hard-codes 0.18215: by default the latent normalisation is folded into "
                    "the weights so that 0.18215 is right; with --no-fold use config.json's scaling_factor everywhere"}
     out = save_vae(vae, args.out, scaling, args.fp16, log)
-    raw_std = metrics.get("before_fold", metrics)["latent_std"]
+    raw_std = raw["latent_std"]
     print(json.dumps({"out": str(out), "params": params, "train_seconds": round(train_seconds, 1),
                       "steps": log["steps_done"], "scaling_factor": scaling, "raw_latent_std": raw_std,
                       **{k: metrics[k] for k in ("l1_uint8", "l1_uint8_focus", "psnr_db", "latent_std", "scaled_latent_std")
