@@ -77,3 +77,19 @@ def test_write_clip_checks_shapes(tmp_path):
     kp["hands"] = np.zeros((2, 21, 2))
     with pytest.raises(ValueError, match="hands"):
         D.write_clip(tmp_path, "x", [np.zeros((8, 8, 3), np.uint8)] * 2, np.zeros(1000), kp)
+
+
+def test_same_clip_ids_in_two_roots_stay_apart(tmp_path):
+    """Two data roots may both hold a ``clip_0000``: keypoints, regions and audio are cached per clip
+    folder, so each clip keeps its own (a per-id cache handed one root's arrays to the other)."""
+    roots = [D.write_tiny_dataset(tmp_path / name, num_clips=1, num_frames=8 + 4 * k, size=64, tokens=20, seed=k)
+             for k, name in enumerate(("a", "b"))]
+    clips = D.list_clips(roots)
+    assert [c.clip_id for c in clips] == ["clip_0000", "clip_0000"]
+    ds = D.TrainDataset(clips, resolution=32, pose_parts="init", seed=0)
+    for clip in clips:
+        with np.load(clip.path / "keypoints.npz") as z:
+            expected = {k: z[k] for k in z.files}
+        got = ds._keypoints(clip)
+        assert all(np.array_equal(got[k], expected[k]) for k in got)
+        assert ds._audio(clip).shape[0] == clip.num_frames

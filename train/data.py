@@ -286,9 +286,10 @@ class TrainDataset(Dataset):
         self.seed = seed
         self.repeat = max(1, int(repeat))
         self._audio_fn = audio_features or load_cached_audio_features
-        self._kp_cache: dict[str, dict] = {}
-        self._reg_cache: dict[str, dict] = {}
-        self._audio_cache: dict[str, np.ndarray] = {}
+        # keyed by clip folder: clip ids repeat across data roots
+        self._kp_cache: dict[Path, dict] = {}
+        self._reg_cache: dict[Path, dict] = {}
+        self._audio_cache: dict[Path, np.ndarray] = {}
 
     @property
     def epoch_len(self) -> int:
@@ -298,26 +299,26 @@ class TrainDataset(Dataset):
         return self.epoch_len
 
     def _keypoints(self, clip: Clip) -> dict:
-        if clip.clip_id not in self._kp_cache:
+        if clip.path not in self._kp_cache:
             with np.load(clip.path / "keypoints.npz") as z:
-                self._kp_cache[clip.clip_id] = {k: z[k] for k in KP_ARRAYS}
-        return self._kp_cache[clip.clip_id]
+                self._kp_cache[clip.path] = {k: z[k] for k in KP_ARRAYS}
+        return self._kp_cache[clip.path]
 
     def _regions(self, clip: Clip) -> dict:
-        if clip.clip_id not in self._reg_cache:
+        if clip.path not in self._reg_cache:
             p = clip.path / "regions.npz"
             if p.is_file():
                 with np.load(p) as z:
                     reg = {k: z[k] for k in z.files}
             else:
                 reg = default_regions(self._keypoints(clip))
-            self._reg_cache[clip.clip_id] = reg
-        return self._reg_cache[clip.clip_id]
+            self._reg_cache[clip.path] = reg
+        return self._reg_cache[clip.path]
 
     def _audio(self, clip: Clip) -> np.ndarray:
-        if clip.clip_id not in self._audio_cache:
-            self._audio_cache[clip.clip_id] = self._audio_fn(clip)
-        return self._audio_cache[clip.clip_id]
+        if clip.path not in self._audio_cache:
+            self._audio_cache[clip.path] = self._audio_fn(clip)
+        return self._audio_cache[clip.path]
 
     def locate(self, n: int) -> tuple[Clip, list[int], int]:
         """Global sample number → (clip, target frame indices, reference frame index)."""
@@ -423,12 +424,12 @@ def ensure_audio_features(clips: list[Clip], mode: str, cache_dir: Path, encoder
             raise FileNotFoundError(f"{c.path}/audio_features.npy missing (data.audio_features: cached)")
         if mode == "compute" or (mode == "auto" and not has):
             todo.append(c)
-    paths = {c.clip_id: c.path / "audio_features.npy" for c in clips}
+    paths = {c.path: c.path / "audio_features.npy" for c in clips}
     if todo:
         cache_dir = Path(cache_dir)
         for c in todo:
-            paths[c.clip_id] = cache_dir / f"{c.clip_id}_{seed_of(c.path.resolve()) % 10**8:08d}.npy"
-        missing = [c for c in todo if not paths[c.clip_id].is_file()]
+            paths[c.path] = cache_dir / f"{c.clip_id}_{seed_of(c.path.resolve()) % 10**8:08d}.npy"
+        missing = [c for c in todo if not paths[c.path].is_file()]
         if missing and is_main:
             if not encoder_path:
                 raise FileNotFoundError("clips without audio_features.npy need data.audio_encoder (whisper tiny.pt)")
@@ -438,9 +439,9 @@ def ensure_audio_features(clips: list[Clip], mode: str, cache_dir: Path, encoder
             cache_dir.mkdir(parents=True, exist_ok=True)
             for c in missing:
                 arr = compute_audio_features(c.path / "audio.wav", enc, c.fps, c.num_frames)
-                tmp = paths[c.clip_id].with_suffix(".tmp.npy")
+                tmp = paths[c.path].with_suffix(".tmp.npy")
                 np.save(tmp, arr)
-                os.replace(tmp, paths[c.clip_id])
+                os.replace(tmp, paths[c.path])
         if wait is not None:
             wait()
 
@@ -454,7 +455,7 @@ class FeatureFiles:
         self.paths = dict(paths)
 
     def __call__(self, clip: Clip) -> np.ndarray:
-        return np.load(self.paths[clip.clip_id], mmap_mode="r")
+        return np.load(self.paths[clip.path], mmap_mode="r")
 
 
 # ------------------------------------------------------------------------------------------------
