@@ -74,7 +74,7 @@ def generate_args(args: argparse.Namespace) -> argparse.Namespace:
         seed=args.seed if args.seed is not None else s.get("seed"),
         width=args.width or s.get("width", 768), height=args.height or s.get("height", 768),
         fps=24.0, context_frames=int(s.get("context_frames", 12)), context_overlap=int(s.get("context_overlap", 3)),
-        max_frames=args.max_frames, pose_policy="loop", device=args.device, dtype=args.dtype, crf=None,
+        max_frames=args.max_frames, pose_policy="loop", device=args.device, dtype=args.dtype, crf=None, decode_chunk=1,
         quiet=args.quiet,
         display_scale=args.display_scale if args.display_scale is not None else int(s.get("display_scale", 1)),
     )
@@ -121,12 +121,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import warnings
-
     import torch
 
     from ..errors import InputError, ModelFilesNotFoundError
-    from .generate import _device_and_dtype
+    from .generate import render
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -138,61 +136,12 @@ def _run(args: argparse.Namespace) -> int:
     if gen.dtype is not None and gen.dtype not in ("float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"):
         raise InputError(f"--dtype must be float32, float16 or bfloat16 (got {gen.dtype})")
     _check(gen)
-    device, dtype = _device_and_dtype(gen)
     t0 = time.perf_counter()
     which = "the embedded tiny demo model" if args.models is None else f"the models in {args.models}"
     print(f"demo: {which}, {gen.width}x{gen.height}, {Path(gen.audio).name} + {Path(gen.poses).name}",
           file=sys.stderr)
-
-    from ..audio import encode_audio, load_audio_encoder, load_waveform
-    from ..checkpoints import load_models
-    from ..pipeline import EchoMimicPipeline
-    from ..pose import fit_length, load_pose_sequence
-    from ..video import VideoWriter
-
-    poses = load_pose_sequence(gen.poses)
-    waveform = load_waveform(gen.audio)
-    models = load_models(gen.models, variant="normal", dtype=dtype, device=device)
-    encoder = load_audio_encoder(models.audio_encoder_path, device=device)
-    features = encode_audio(encoder, waveform, fps=gen.fps, sample_rate=16000)
-    del encoder
-    num_frames = features.num_frames if gen.max_frames is None else min(features.num_frames, gen.max_frames)
-    poses = fit_length(poses, num_frames, gen.pose_policy)
-    pipe = EchoMimicPipeline.from_models(models)
-
-    bar = None
-    if not gen.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=None, unit="win", desc="denoise", dynamic_ncols=True)
-
-    def progress(p):
-        if bar is not None:
-            bar.total = p.total
-            bar.set_description(p.phase if p.phase == "decode" else f"step {p.step + 1}/{p.num_steps}")
-            bar.n = p.done
-            bar.refresh()
-
     scale = int(gen.display_scale)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with VideoWriter(gen.out, fps=gen.fps, audio=gen.audio) as writer:
-                def on_frames(frames: torch.Tensor) -> None:  # [n, 3, H, W] float in [0, 1]
-                    if scale > 1:
-                        frames = frames.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-                    writer.write(frames)
-
-                result = pipe.generate(gen.image, features.frames(num_frames), poses, width=gen.width,
-                                       height=gen.height, num_frames=num_frames, steps=gen.steps,
-                                       guidance_scale=gen.cfg, seed=gen.seed, context_frames=gen.context_frames,
-                                       context_overlap=gen.context_overlap, preset="normal", on_frames=on_frames,
-                                       on_progress=progress)
-        finally:
-            if bar is not None:
-                bar.close()
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
+    result = render(gen, display_scale=scale)
     size = f"{gen.width * scale}x{gen.height * scale}"
     print(f"wrote {gen.out}: {result.num_frames} frames at {gen.fps:g} fps ({result.num_frames / gen.fps:.2f} s), "
           f"{size}, {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, seed {result.seed}, "

@@ -110,39 +110,46 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..checkpoints import find_model_files
     from ..sampling import get_preset
 
     _check_args(args)
-    preset = get_preset(args.preset)
-    device, dtype = _device_and_dtype(args)
+    find_model_files(args.models, get_preset(args.preset).variant).check()  # before anything is loaded
+    result = render(args)
+    print(f"wrote {args.out}: {result.num_frames} frames at {args.fps:g} fps "
+          f"({result.num_frames / args.fps:.2f} s), {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, "
+          f"seed {result.seed}")
+    return 0
 
-    # --- light inputs first: poses, audio decode, model files ---------------------------------------------
+
+def render(args: argparse.Namespace, display_scale: int = 1):
+    """Poses, audio and models named by the ``generate`` arguments -> an mp4 at ``args.out`` (frames
+    streamed, written atomically, tqdm progress unless ``args.quiet``). ``display_scale`` enlarges the
+    written frames by an integer factor (the 64x64 demo model). Returns the pipeline's GenerationResult;
+    shared by ``generate`` and ``demo``."""
+    import torch
+
     from ..audio import encode_audio, load_audio_encoder, load_waveform
+    from ..checkpoints import load_models
+    from ..errors import InputError
+    from ..pipeline import EchoMimicPipeline
     from ..pose import fit_length, load_pose_sequence
+    from ..sampling import get_preset
+    from ..video import VideoWriter
 
-    from ..checkpoints import find_model_files
-
-    find_model_files(args.models, preset.variant).check()  # missing files: error before anything is loaded
+    device, dtype = _device_and_dtype(args)
     poses = load_pose_sequence(args.poses)
     if len(poses) < 1:
-        from ..errors import InputError
-
         raise InputError(f"the pose sequence {args.poses} has no frames")
     waveform = load_waveform(args.audio)  # raises InputError for unreadable/empty audio
-
-    from ..checkpoints import load_models
-
-    models = load_models(args.models, variant=preset.variant, dtype=dtype, device=device)
+    models = load_models(args.models, variant=get_preset(args.preset).variant, dtype=dtype, device=device)
     encoder = load_audio_encoder(models.audio_encoder_path, device=device)
     features = encode_audio(encoder, waveform, fps=args.fps, sample_rate=16000)
     del encoder
     num_frames = features.num_frames if args.max_frames is None else min(features.num_frames, args.max_frames)
     poses = fit_length(poses, num_frames, args.pose_policy)
-
-    from ..pipeline import EchoMimicPipeline
-    from ..video import VideoWriter
-
     pipe = EchoMimicPipeline.from_models(models)
+
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -160,18 +167,20 @@ def _run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         try:
             with VideoWriter(args.out, fps=args.fps, audio=args.audio, crf=args.crf) as writer:
+                def on_frames(frames: torch.Tensor) -> None:  # [n, 3, H, W] float in [0, 1]
+                    if display_scale > 1:
+                        frames = frames.repeat_interleave(display_scale, dim=2).repeat_interleave(display_scale, dim=3)
+                    writer.write(frames)
+
                 result = pipe.generate(
                     args.image, features.frames(num_frames), poses, width=args.width, height=args.height,
                     num_frames=num_frames, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
                     context_frames=args.context_frames, context_overlap=args.context_overlap,
-                    preset=args.preset, decode_chunk_size=args.decode_chunk, on_frames=writer.write,
+                    preset=args.preset, decode_chunk_size=args.decode_chunk, on_frames=on_frames,
                     on_progress=progress)
         finally:
             if bar is not None:
                 bar.close()
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    print(f"wrote {args.out}: {result.num_frames} frames at {args.fps:g} fps "
-          f"({result.num_frames / args.fps:.2f} s), {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, "
-          f"seed {result.seed}")
-    return 0
+    return result
