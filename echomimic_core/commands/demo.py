@@ -105,19 +105,9 @@ def _check(gen: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import EchoMimicError, Interrupted
-    from .generate import _fail
+    from .generate import run_guarded
 
-    try:
-        return _run(args)
-    except Interrupted as exc:
-        print(f"interrupted: {exc}; no output written", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted; no output written", file=sys.stderr)
-        return 130
-    except EchoMimicError as exc:
-        return _fail(str(exc))
+    return run_guarded(_run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

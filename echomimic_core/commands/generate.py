@@ -95,10 +95,16 @@ def _device_and_dtype(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_guarded(_run, args)
+
+
+def run_guarded(func, args: argparse.Namespace) -> int:
+    """``func(args)`` with the CLI's exit codes: 130 and no output on interruption, 2 and a one-line
+    ``error:`` for the library's own errors (shared by ``generate`` and ``demo``)."""
     from ..errors import EchoMimicError, Interrupted
 
     try:
-        return _run(args)
+        return func(args)
     except Interrupted as exc:
         print(f"interrupted: {exc}; no output written", file=sys.stderr)
         return 130
