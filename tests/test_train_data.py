@@ -93,3 +93,29 @@ def test_same_clip_ids_in_two_roots_stay_apart(tmp_path):
         got = ds._keypoints(clip)
         assert all(np.array_equal(got[k], expected[k]) for k in got)
         assert ds._audio(clip).shape[0] == clip.num_frames
+
+
+def test_hue_rotation_turns_reference_and_targets_together(ds_root):
+    # a third of a turn about the grey axis maps red to green to blue and keeps greys
+    rot = D.hue_rotation_matrix(2 * np.pi / 3)
+    rgb = torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, -1.0], [0.2, 0.2, 0.2]]).T.reshape(3, 3, 1)
+    out = D.rotate_colours(rgb, rot).reshape(3, 3).T
+    assert torch.allclose(out, torch.tensor([[-1.0, 1.0, -1.0], [-1.0, -1.0, 1.0], [0.2, 0.2, 0.2]]), atol=1e-6)
+    assert torch.allclose(D.hue_rotation_matrix(0.0), torch.eye(3))
+
+    clips = D.list_clips([ds_root], kinds=["halfbody"])
+    plain = D.TrainDataset(clips, resolution=32, clip_frames=2, pose_parts="hands", seed=3)
+    always = D.TrainDataset(clips, resolution=32, clip_frames=2, pose_parts="hands", seed=3, hue_rotation=1.0)
+    for n in range(4):
+        a, b = plain[n], always[n]
+        # the same seeded angle for the reference and every target frame; pose/audio untouched
+        angle = D.rng_of(3, "hue", n)
+        angle.random()
+        rot = D.hue_rotation_matrix(angle.uniform(0.0, 2.0 * np.pi))
+        assert torch.allclose(b["ref"], D.rotate_colours(a["ref"], rot))
+        assert torch.allclose(b["target"], D.rotate_colours(a["target"], rot))
+        assert not torch.allclose(a["ref"], b["ref"])
+        assert torch.equal(a["pose"], b["pose"]) and torch.equal(a["audio"], b["audio"])
+        assert torch.equal(always[n]["ref"], b["ref"])  # deterministic per sample number
+    with pytest.raises(ValueError, match="hue_rotation"):
+        D.TrainDataset(clips, resolution=32, hue_rotation=1.5)

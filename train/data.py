@@ -260,6 +260,22 @@ def load_frame(clip: Clip, i: int, size: int) -> np.ndarray:
     return img
 
 
+def hue_rotation_matrix(angle: float) -> torch.Tensor:
+    """3x3 rotation of RGB about the grey axis (1, 1, 1) by ``angle`` radians: a hue shift that keeps
+    greys (and, up to clipping, brightness and saturation). Rodrigues' formula."""
+    k = torch.full((3,), 1.0 / np.sqrt(3.0), dtype=torch.float64)
+    cross = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]], dtype=torch.float64)
+    rot = torch.eye(3, dtype=torch.float64) * np.cos(angle) + np.sin(angle) * cross \
+        + (1.0 - np.cos(angle)) * torch.outer(k, k)
+    return rot.float()
+
+
+def rotate_colours(images: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Apply a 3x3 colour matrix to images in [-1, 1] with channels first (``3 ...``), clipped to [-1, 1].
+    In [-1, 1] the grey axis passes through the origin, so a rotation about it needs no offset."""
+    return torch.einsum("ij,j...->i...", rot, images).clamp(-1.0, 1.0)
+
+
 class TrainDataset(Dataset):
     """Items are addressed by the global sample number n (see module docstring).
 
@@ -274,7 +290,8 @@ class TrainDataset(Dataset):
 
     def __init__(self, clips: list[Clip], *, resolution: int, clip_frames: int = 1, frame_stride: int = 1,
                  pose_parts: str = "init", region: str | None = None, seed: int = 0,
-                 audio_features: Callable[[Clip], np.ndarray] | None = None, repeat: int = 1):
+                 audio_features: Callable[[Clip], np.ndarray] | None = None, repeat: int = 1,
+                 hue_rotation: float = 0.0):
         if not clips:
             raise ValueError("no usable clips (check data.roots / data.kinds and clip lengths)")
         self.clips = clips
@@ -285,6 +302,9 @@ class TrainDataset(Dataset):
         self.region = region
         self.seed = seed
         self.repeat = max(1, int(repeat))
+        if not 0.0 <= float(hue_rotation) <= 1.0:
+            raise ValueError(f"data.hue_rotation is a probability in [0, 1], got {hue_rotation}")
+        self.hue_rotation = float(hue_rotation)
         self._audio_fn = audio_features or load_cached_audio_features
         # keyed by clip folder: clip ids repeat across data roots
         self._kp_cache: dict[Path, dict] = {}
@@ -350,6 +370,10 @@ class TrainDataset(Dataset):
         to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1.0  # noqa: E731
         ref_img = to_t(load_frame(clip, ref, s))
         target = torch.stack([to_t(load_frame(clip, i, s)) for i in frames], dim=1)
+        rng = rng_of(self.seed, "hue", n)
+        if self.hue_rotation and rng.random() < self.hue_rotation:
+            rot = hue_rotation_matrix(rng.uniform(0.0, 2.0 * np.pi))
+            ref_img, target = rotate_colours(ref_img, rot), rotate_colours(target, rot)
         kp = self._keypoints(clip)
         pose = torch.stack([torch.from_numpy(draw_pose(kp, i, s, self.pose_parts)).permute(2, 0, 1).float() / 255.0
                             for i in frames], dim=1)

@@ -61,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
         "frame_stride": 1,
         "num_workers": 2,
         "repeat": 1,
+        "hue_rotation": 0.0,         # probability of a random hue rotation of reference + targets (together)
         "fixed_batch": False,        # debugging: repeat the first batch forever (overfit check)
         "audio_features": "auto",    # auto | cached | compute
         "audio_encoder": None,       # whisper tiny.pt path for compute (default base_folder/audio_processor/tiny.pt)
