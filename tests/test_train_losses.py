@@ -104,6 +104,18 @@ def test_predict_x0_from_v_inverts_the_forward_process():
     assert torch.allclose(predict_x0_from_v(zt, v, a, t), z0, atol=1e-5)
 
 
+def test_demo_model_configs_chain_into_one_recipe():
+    """train/make_demo_model.sh: stage 1 -> 1b -> 1c (hue rotation) -> 2, each starting from the previous."""
+    s1, s1b, s1c, s2 = (load_config(f"demo_stage{n}") for n in ("1", "1b", "1c", "2"))
+    assert s1["init"]["from"] == "sd" and s1["phase"]["pose_parts"] == "hands" and s1["phase"]["audio"] == "global"
+    assert s1b["init"]["weights_folder"].endswith("demo_stage1/export")
+    assert s1c["init"]["weights_folder"].endswith("demo_stage1b/export")
+    assert s2["init"]["weights_folder"].endswith("demo_stage1c/export")
+    assert [c["data"]["hue_rotation"] for c in (s1, s1b, s1c, s2)] == [0.0, 0.0, 0.75, 0.0]
+    assert s1c["phase"] == s1b["phase"] == s1["phase"] and s1c["data"]["resolution"] == 64
+    assert s2["phase"]["trainable"] == ["denoising_unet.motion"] and s2["data"]["clip_frames"] == 12
+
+
 def test_phase_configs_load_and_select_parameters():
     names = ["stage1_1_initial_pose", "stage1_2_pose_iterative", "stage1_3_lips", "stage1_4a_head_headshot",
              "stage1_4b_head_halfbody", "stage1_5_hands_global", "stage2_temporal", "finetune_official"]

@@ -2,12 +2,12 @@
 # Reproduce the embedded demo model (echomimic_core/assets/demo_model) and the demo inputs
 # (echomimic_core/assets/demo) on CPU. See train/README.md, "Embedded demo model".
 #
-#   bash train/make_demo_model.sh                 # everything, into runs/demo (≈ 1 h on 2 busy CPU cores)
+#   bash train/make_demo_model.sh                 # everything, into runs/demo (≈ 80 min on 2 busy CPU cores)
 #   VAE=path/to/vae bash train/make_demo_model.sh # skip the VAE pretraining, use this diffusers VAE folder
 #                                                 # (e.g. the shipped echomimic_core/assets/demo_model/sd-vae-ft-mse)
 #
 # Knobs (environment): WORK (runs/demo), PY (.venv/bin/python), OMP_NUM_THREADS (1: on a shared 2-core machine one thread was 5-10x faster than two), STAGE1_STEPS (5000), STAGE1B_STEPS (1500),
-# STAGE2_STEPS (150), INSTALL (1: copy the result into echomimic_core/assets).
+# STAGE1C_STEPS (3000), STAGE2_STEPS (150), INSTALL (1: copy the result into echomimic_core/assets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-runs/demo}
@@ -15,6 +15,7 @@ PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 STAGE1_STEPS=${STAGE1_STEPS:-5000}
 STAGE1B_STEPS=${STAGE1B_STEPS:-1500}
+STAGE1C_STEPS=${STAGE1C_STEPS:-3000}
 STAGE2_STEPS=${STAGE2_STEPS:-150}
 INSTALL=${INSTALL:-1}
 mkdir -p "$WORK"
@@ -63,9 +64,16 @@ $PY train/apdh.py train/configs/demo_stage1b.yaml \
   --set data.roots="[$WORK/data, $WORK/data_many]" --set run.output_dir="$WORK/stage1b" \
   --set run.max_steps="$STAGE1B_STEPS"
 
-# 5. stage 2: motion modules on 12-frame clips, from the stage-1b export
-$PY train/apdh.py train/configs/demo_stage2.yaml \
+# 4c. stage 1c: continued with a random hue rotation of reference + targets (glove colours are read from
+#     the reference instead of being remembered per figure)
+$PY train/apdh.py train/configs/demo_stage1c.yaml \
   --set init.base_folder="$WORK/base" --set init.weights_folder="$WORK/stage1b/export" \
+  --set data.roots="[$WORK/data, $WORK/data_many]" --set run.output_dir="$WORK/stage1c" \
+  --set run.max_steps="$STAGE1C_STEPS"
+
+# 5. stage 2: motion modules on 12-frame clips, from the stage-1c export
+$PY train/apdh.py train/configs/demo_stage2.yaml \
+  --set init.base_folder="$WORK/base" --set init.weights_folder="$WORK/stage1c/export" \
   --set data.roots="[$WORK/data]" --set run.output_dir="$WORK/stage2" --set run.max_steps="$STAGE2_STEPS"
 
 # 6. official layout, fp16 safetensors only (≈ 20 MB)
