@@ -165,9 +165,10 @@ def render(args: argparse.Namespace, display_scale: int = 1):
     def progress(p):
         if bar is not None:
             bar.total = p.total
-            bar.set_description(p.phase if p.phase == "decode" else f"step {p.step + 1}/{p.num_steps}")
-            bar.n = p.done
-            bar.refresh()
+            # refresh=False and update(): tqdm redraws at most every mininterval, not twice per window
+            bar.set_description(p.phase if p.phase == "decode" else f"step {p.step + 1}/{p.num_steps}",
+                                refresh=False)
+            bar.update(p.done - bar.n)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
