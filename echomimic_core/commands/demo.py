@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from .generate import DTYPES, check_args, render, run_guarded
+
 HELP = "make a demo video with the embedded tiny model (or --models DIR) and the shipped demo inputs"
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -53,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--poses", default=None, help="pose sequence (default: the shipped demo hand poses)")
     parser.add_argument("--max-frames", type=int, default=None, help="cap on the number of frames")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, help="weight dtype (default: float16 on cuda, float32 on cpu)")
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                        help="weight dtype (default: float16 on cuda, float32 on cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -80,33 +83,7 @@ def generate_args(args: argparse.Namespace) -> argparse.Namespace:
     )
 
 
-def _check(gen: argparse.Namespace) -> None:
-    """Cheap checks of the arguments and files, before anything is loaded."""
-    from ..errors import InputError, ModelFilesNotFoundError
-    from ..pipeline import check_positive, check_size, load_reference_image
-
-    check_size(gen.width, gen.height)
-    for name in ("steps", "max_frames"):
-        if getattr(gen, name) is not None:
-            check_positive(f"--{name.replace('_', '-')}", getattr(gen, name))
-    if gen.cfg is not None and not gen.cfg >= 0:
-        raise InputError(f"--cfg must be >= 0 (got {gen.cfg})")
-    if not Path(gen.models).is_dir():
-        raise ModelFilesNotFoundError(f"model folder not found: {gen.models}")
-    load_reference_image(gen.image)
-    for what, path in (("audio", gen.audio), ("pose sequence", gen.poses)):
-        if not Path(path).exists():
-            raise InputError(f"{what} not found: {path}")
-    out = Path(gen.out)
-    if out.suffix.lower() != ".mp4":
-        raise InputError(f"--out must end in .mp4 (got {out.name})")
-    if not out.parent.is_dir():
-        raise InputError(f"output folder does not exist: {out.parent}")
-
-
 def run(args: argparse.Namespace) -> int:
-    from .generate import run_guarded
-
     return run_guarded(_run, args)
 
 
@@ -114,7 +91,6 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import InputError, ModelFilesNotFoundError
-    from .generate import render
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -123,9 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError(f"--display-scale must be >= 1 (got {gen.display_scale})")
     if args.models is None and not any((DEMO_MODEL / f"denoising_unet{e}").is_file() for e in (".safetensors", ".pth")):
         raise ModelFilesNotFoundError(f"the embedded demo model is missing from {DEMO_MODEL} (broken install?)")
-    if gen.dtype is not None and gen.dtype not in ("float32", "fp32", "float16", "fp16", "half", "bfloat16", "bf16"):
-        raise InputError(f"--dtype must be float32, float16 or bfloat16 (got {gen.dtype})")
-    _check(gen)
+    check_args(gen)
     t0 = time.perf_counter()
     which = "the embedded tiny demo model" if args.models is None else f"the models in {args.models}"
     print(f"demo: {which}, {gen.width}x{gen.height}, {Path(gen.audio).name} + {Path(gen.poses).name}",

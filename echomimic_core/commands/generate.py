@@ -9,7 +9,7 @@ from pathlib import Path
 
 HELP = "animate a reference image with speech audio and a hand-pose sequence into an mp4"
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
            "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pose-policy", default="loop", choices=("trim", "loop", "pingpong", "hold"),
                         help="how a pose sequence shorter than the audio is lengthened (default loop)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default=None, choices=sorted(_DTYPES),
+    parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                         help="weight dtype (default: float16 on cuda, float32 on cpu)")
     parser.add_argument("--decode-chunk", type=int, default=1,
                         help="frames per VAE decode call (default 1, like the official code; more is faster on a GPU)")
@@ -49,8 +49,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _check_args(args) -> None:
-    """Cheap checks of every argument and file, before anything is loaded."""
+def check_args(args) -> None:
+    """Cheap checks of every argument and file, before anything is loaded (``demo`` runs them too, on the
+    ``generate`` arguments it builds)."""
     from ..errors import InputError, ModelFilesNotFoundError
     from ..pipeline import check_positive, check_size, load_reference_image
     from ..sampling.context import check_context
@@ -90,7 +91,7 @@ def _device_and_dtype(args):
         from ..errors import InputError
 
         raise InputError(f"bad --device {args.device!r}: {exc}") from None
-    name = _DTYPES[args.dtype] if args.dtype else ("float16" if device.type == "cuda" else "float32")
+    name = DTYPES[args.dtype] if args.dtype else ("float16" if device.type == "cuda" else "float32")
     return device, getattr(torch, name)
 
 
@@ -119,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..checkpoints import find_model_files
     from ..sampling import get_preset
 
-    _check_args(args)
+    check_args(args)
     find_model_files(args.models, get_preset(args.preset).variant).check()  # before anything is loaded
     result = render(args)
     print(f"wrote {args.out}: {result.num_frames} frames at {args.fps:g} fps "
