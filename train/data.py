@@ -87,6 +87,13 @@ def empty_keypoints(num_frames: int) -> dict:
     return out
 
 
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
 def write_clip(root: str | os.PathLike, clip_id: str, frames: Sequence[np.ndarray], audio: np.ndarray,
                keypoints: dict, *, fps: int = 24, kind: str = "halfbody",
                content_box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), regions: dict | None = None,
@@ -115,9 +122,7 @@ def write_clip(root: str | os.PathLike, clip_id: str, frames: Sequence[np.ndarra
             {"encoder": audio_encoder, "tokens": int(audio_features.shape[1])}))
     meta = {"num_frames": len(frames), "fps": fps, "width": int(w), "height": int(h), "kind": kind,
             "content_box": [float(v) for v in content_box], "source": source}
-    tmp = d / "meta.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, d / "meta.json")  # meta.json last: its presence marks a complete clip
+    write_json_atomic(d / "meta.json", meta)  # meta.json last: its presence marks a complete clip
     return d
 
 
@@ -125,9 +130,7 @@ def write_index(root: str | os.PathLike, fps: int = 24, bad_clips: dict | None =
     root = Path(root)
     clips = sorted(p.name for p in (root / "clips").iterdir() if (p / "meta.json").is_file())
     idx = {"format": FORMAT, "fps": fps, "sample_rate": 16000, "clips": clips, "bad_clips": bad_clips or {}}
-    tmp = root / "dataset.json.tmp"
-    tmp.write_text(json.dumps(idx, indent=1))
-    os.replace(tmp, root / "dataset.json")
+    write_json_atomic(root / "dataset.json", idx)
 
 
 # ------------------------------------------------------------------------------------------------

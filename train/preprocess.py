@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -286,16 +284,12 @@ def preprocess(videos_dir, out_dir, extractor, *, audio_encoder=None, resolution
             result["bad"][rel] = str(exc)
             shutil.rmtree(partial, ignore_errors=True)
             log(f"[{i + 1}/{len(videos)}] BAD {rel}: {exc}")
-            tmp = bad_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(bad, indent=1))
-            os.replace(tmp, bad_path)
+            D.write_json_atomic(bad_path, bad)
             continue
         bad.pop(rel, None)
         result["done"].append(rel)
         log(f"[{i + 1}/{len(videos)}] ok {rel} -> clips/{cid} ({time.time() - t0:.1f}s)")
-    tmp = bad_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(bad, indent=1))
-    os.replace(tmp, bad_path)
+    D.write_json_atomic(bad_path, bad)
     if (out / "clips").is_dir():
         D.write_index(out, 24, bad)
     return result
