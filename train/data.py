@@ -373,10 +373,11 @@ class TrainDataset(Dataset):
         to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1.0  # noqa: E731
         ref_img = to_t(load_frame(clip, ref, s))
         target = torch.stack([to_t(load_frame(clip, i, s)) for i in frames], dim=1)
-        rng = rng_of(self.seed, "hue", n)
-        if self.hue_rotation and rng.random() < self.hue_rotation:
-            rot = hue_rotation_matrix(rng.uniform(0.0, 2.0 * np.pi))
-            ref_img, target = rotate_colours(ref_img, rot), rotate_colours(target, rot)
+        if self.hue_rotation:  # the seeded draw only when enabled: no cost on the default path
+            rng = rng_of(self.seed, "hue", n)
+            if rng.random() < self.hue_rotation:
+                rot = hue_rotation_matrix(rng.uniform(0.0, 2.0 * np.pi))
+                ref_img, target = rotate_colours(ref_img, rot), rotate_colours(target, rot)
         kp = self._keypoints(clip)
         pose = torch.stack([torch.from_numpy(draw_pose(kp, i, s, self.pose_parts)).permute(2, 0, 1).float() / 255.0
                             for i in frames], dim=1)
