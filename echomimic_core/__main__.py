@@ -22,7 +22,14 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
     args = parser.parse_args(argv)
     module = importlib.import_module(f"echomimic_core.commands.{args.command}")
-    return module.run(args)
+    from .signals import Terminated, termination_as_exception
+
+    with termination_as_exception():  # SIGTERM/SIGHUP clean up like Ctrl-C (no partial output file)
+        try:
+            return module.run(args)
+        except Terminated as exc:
+            print(f"{exc}; no output written", file=sys.stderr)
+            return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+import warnings
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Union
@@ -62,73 +64,165 @@ def _fps_fraction(fps: float | int | Fraction) -> Fraction:
 #: sample rates the AAC encoder accepts; anything else is resampled to 48 kHz
 AAC_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
-
-def _resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
-    import av
-
-    layout = "stereo" if samples.shape[0] >= 2 else "mono"
-    samples = np.ascontiguousarray(samples[:2].astype(np.float32))
-    frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
-    frame.sample_rate = rate
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=target)
-    parts = [f.to_ndarray() for f in resampler.resample(frame)] + [f.to_ndarray() for f in resampler.resample(None)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((samples.shape[0], 0), np.float32)
+_BLOCK = 1 << 15  # samples per block when arrays are resampled or encoded
 
 
-def prepare_audio(source: AudioSource) -> tuple[np.ndarray, int]:
-    """:func:`load_audio_samples`, then resampled to 48 kHz when the rate is not one AAC supports."""
-    samples, rate = load_audio_samples(source)
-    if rate not in AAC_RATES:
-        samples, rate = _resample(samples, rate, 48000), 48000
-    return samples, rate
+def _check_finite(block: np.ndarray, what: str) -> None:
+    if not np.isfinite(block).all():
+        raise InputError(f"{what} contains NaN/inf samples; clean the audio (e.g. re-export it) and run again")
+
+
+class AudioTrack:
+    """The audio to mux: checked when the writer is created, decoded only as far as it is used.
+
+    ``source`` is a file path (anything FFmpeg reads) or ``(waveform, sample_rate)`` with a waveform of
+    ``[n]``, ``[channels, n]`` or ``[1, channels, n]`` (numpy or torch). A file is opened at once (missing,
+    unreadable or stream-less files fail before any frame is generated) but decoded only in
+    :meth:`blocks`, which stops at the samples the video needs, so a half-hour clip behind a four-frame
+    video costs a few blocks, not the whole decoded clip.
+    """
+
+    def __init__(self, source: AudioSource) -> None:
+        self._array: np.ndarray | None = None
+        self._path: Path | None = None
+        if isinstance(source, tuple):
+            waveform, rate = source
+            if hasattr(waveform, "detach"):
+                waveform = waveform.detach().cpu().float().numpy()
+            data = np.asarray(waveform, dtype=np.float32)
+            if data.ndim == 3 and data.shape[0] == 1:  # ComfyUI-style [batch, channels, n]
+                data = data[0]
+            if data.ndim == 1:
+                data = data[None]
+            if data.ndim != 2 or int(rate) <= 0:
+                raise InputError(f"audio waveform must be [n] or [channels, n] with a positive rate; got {data.shape}")
+            _check_finite(data, "the audio waveform")
+            self._array, self.rate, channels = np.ascontiguousarray(data[:2]), int(rate), data.shape[0]
+        else:
+            import av
+
+            self._path = Path(source)
+            if not self._path.is_file():
+                raise InputError(f"audio file not found: {self._path}")
+            try:
+                with av.open(str(self._path)) as container:
+                    if not container.streams.audio:
+                        raise InputError(f"{self._path} has no audio stream")
+                    ctx = container.streams.audio[0].codec_context
+                    self.rate, channels = int(ctx.sample_rate or container.streams.audio[0].rate), ctx.channels or 1
+            except InputError:
+                raise
+            except Exception as exc:  # PyAV raises many error classes for unreadable files
+                raise InputError(f"cannot read audio from {self._path}: {exc}") from None
+        self.layout = "stereo" if channels >= 2 else "mono"
+        self.out_rate = self.rate if self.rate in AAC_RATES else 48000
+
+    def _native_blocks(self):
+        """float32 planar blocks at the output rate, in order, until the source ends."""
+        import av
+
+        resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.out_rate)
+        what = f"audio file {self._path}" if self._path is not None else "the audio waveform"
+        if self._array is not None:
+            if self.out_rate == self.rate:
+                for start in range(0, self._array.shape[1], _BLOCK):
+                    yield self._array[:, start:start + _BLOCK]
+                return
+            frames = []
+            for start in range(0, self._array.shape[1], _BLOCK):
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._array[:, start:start + _BLOCK]),
+                                                   format="fltp", layout=self.layout)
+                frame.sample_rate = self.rate
+                frames.append(frame)
+            for frame in frames + [None]:
+                for out in resampler.resample(frame):
+                    yield out.to_ndarray()
+            return
+        try:
+            with av.open(str(self._path)) as container:
+                for frame in container.decode(container.streams.audio[0]):
+                    frame.pts = None  # follow the samples, not the container clock
+                    for out in resampler.resample(frame):
+                        block = out.to_ndarray()
+                        _check_finite(block, what)
+                        yield block
+                for out in resampler.resample(None):
+                    yield out.to_ndarray()
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"cannot read audio from {self._path}: {exc}") from None
+
+    def blocks(self, wanted: int | None = None):
+        """float32 planar ``[channels, n]`` blocks at :attr:`out_rate`: exactly ``wanted`` samples in all
+        (cut, or zero-padded at the end), or the whole source when ``wanted`` is None. Decoding stops as
+        soon as ``wanted`` samples are out."""
+        given = 0
+        channels = 2 if self.layout == "stereo" else 1
+        for block in self._native_blocks():
+            block = np.ascontiguousarray(block[:channels], dtype=np.float32)
+            if wanted is not None:
+                block = block[:, :wanted - given]
+            if block.shape[1]:
+                given += block.shape[1]
+                yield block
+            if wanted is not None and given >= wanted:
+                return
+        while wanted is not None and given < wanted:
+            n = min(_BLOCK, wanted - given)
+            given += n
+            yield np.zeros((channels, n), np.float32)
 
 
 def load_audio_samples(source: AudioSource) -> tuple[np.ndarray, int]:
-    """Decode an audio file (anything FFmpeg reads) or take ``(waveform, sample_rate)``.
+    """Decode a whole audio file (anything FFmpeg reads) or take ``(waveform, sample_rate)``: float32
+    planar samples ``[channels, n]`` (at most two channels) and the sample rate (resampled to 48 kHz when
+    the rate is not one AAC supports)."""
+    track = AudioTrack(source)
+    parts = list(track.blocks())
+    if not parts:
+        raise InputError(f"{source} contains no audio samples")
+    return np.concatenate(parts, axis=1), track.out_rate
 
-    Returns float32 planar samples ``[channels, n]`` and the sample rate. Waveforms may be 1-D (mono) or
-    ``[channels, n]``; torch tensors are accepted.
-    """
-    if isinstance(source, tuple):
-        waveform, rate = source
-        if hasattr(waveform, "detach"):
-            waveform = waveform.detach().cpu().float().numpy()
-        data = np.asarray(waveform, dtype=np.float32)
-        if data.ndim == 1:
-            data = data[None]
-        if data.ndim == 3 and data.shape[0] == 1:  # ComfyUI-style [batch, channels, n]
-            data = data[0]
-        if data.ndim != 2 or int(rate) <= 0:
-            raise InputError(f"audio waveform must be [n] or [channels, n] with a positive rate; got {data.shape}")
-        return np.ascontiguousarray(data), int(rate)
 
-    import av
+def estimate_mp4_bytes(num_frames: int, width: int, height: int) -> int:
+    """A low estimate of an H.264 (crf 23) + AAC mp4's size, for the free-space check: 0.05 bytes per
+    pixel and frame (talking-head video at crf 23 measures 0.02-0.1) plus 1 MiB of container and audio."""
+    return int(num_frames) * int(width) * int(height) // 20 + (1 << 20)
 
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"audio file not found: {path}")
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = True, min_free_bytes: int = 0) -> Path:
+    """Cheap checks of an output video path, run before any heavy work: not a folder, its folder exists
+    and is writable (tried for real: a read-only mount or a too-long name fails here, not after the run),
+    an existing file only with ``overwrite``, and at least ``min_free_bytes`` free there (see
+    :func:`estimate_mp4_bytes`)."""
+    path = Path(path)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise InputError(f"{path} has no audio stream")
-            stream = container.streams.audio[0]
-            rate = stream.codec_context.sample_rate or stream.rate
-            channels = stream.codec_context.channels or 1
-            resampler = av.AudioResampler(format="fltp", layout="stereo" if channels >= 2 else "mono",
-                                          rate=rate)
-            chunks = []
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray())
-    except InputError:
-        raise
-    except Exception as exc:  # PyAV raises many error classes for unreadable files
-        raise InputError(f"cannot read audio from {path}: {exc}") from exc
-    if not chunks:
-        raise InputError(f"{path} contains no audio samples")
-    return np.concatenate(chunks, axis=1).astype(np.float32), int(rate)
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError as exc:  # e.g. a name longer than the filesystem allows
+        raise InputError(f"unusable output path {str(path)[:120]}: {exc.strerror or exc}; choose a shorter "
+                         "name") from None
+    if is_dir:
+        raise InputError(f"output path {path} is a folder; give a file name such as {path / 'out.mp4'}")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder does not exist: {path.parent}")
+    if exists and not overwrite:
+        raise InputError(f"{path} already exists; choose another name or allow overwriting (--overwrite)")
+    probe_file = path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix or '.mp4'}"
+    try:
+        probe_file.touch(exist_ok=False)
+    except OSError as exc:
+        raise InputError(f"cannot write into {path.parent}: {exc.strerror or exc}; choose another output "
+                         "path") from None
+    try:
+        probe_file.unlink()
+    except OSError:
+        pass
+    free = shutil.disk_usage(path.parent).free
+    if free < min_free_bytes:
+        raise InputError(f"only {free / 2**20:.1f} MiB free in {path.parent}, about {min_free_bytes / 2**20:.1f} MiB "
+                         "are needed for the video; free some space or choose another output folder")
+    return path
 
 
 class VideoWriter:
@@ -153,12 +247,9 @@ class VideoWriter:
         self.preset = preset
         self.audio_bitrate = int(audio_bitrate)
         self.frames_written = 0
-        self._audio_source = audio
-        self._audio: tuple[np.ndarray, int] | None = None
-        if audio is not None:  # fail early, before any frame is produced
-            self._audio = prepare_audio(audio)
-        if not self.path.parent.is_dir():
-            raise InputError(f"output folder does not exist: {self.path.parent}")
+        # fail early, before any frame is produced: the audio is opened (not decoded), the path is tried
+        self._audio = AudioTrack(audio) if audio is not None else None
+        check_output_path(self.path)
         suffix = self.path.suffix or ".mp4"
         # created by FFmpeg on the first frame, with the usual permissions; hidden, same folder (same filesystem)
         self._tmp = self.path.parent / f".{self.path.stem}.{uuid.uuid4().hex[:12]}.partial{suffix}"
@@ -202,10 +293,8 @@ class VideoWriter:
             stream.options = options
         self._vstream = stream
         if self._audio is not None:
-            samples, rate = self._audio
-            layout = "stereo" if samples.shape[0] >= 2 else "mono"
-            self._astream = self._container.add_stream("aac", rate=rate)
-            self._astream.layout = layout
+            self._astream = self._container.add_stream("aac", rate=self._audio.out_rate)
+            self._astream.layout = self._audio.layout
             self._astream.bit_rate = self.audio_bitrate
 
     def write(self, frames: Any) -> None:
@@ -220,34 +309,34 @@ class VideoWriter:
         elif (array.shape[1], array.shape[2]) != (self._vstream.height, self._vstream.width):
             raise InputError(f"frame size changed from {self._vstream.width}x{self._vstream.height} "
                              f"to {array.shape[2]}x{array.shape[1]}")
-        for image in array:
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            frame.pts = self.frames_written
-            frame.time_base = 1 / self.fps
-            for packet in self._vstream.encode(frame):
-                self._container.mux(packet)
-            self.frames_written += 1
+        try:
+            for image in array:
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = self.frames_written
+                frame.time_base = 1 / self.fps
+                for packet in self._vstream.encode(frame):
+                    self._container.mux(packet)
+                self.frames_written += 1
+        except OSError as exc:  # disk full, file system gone: one line naming the file, not an FFmpeg trace
+            raise self._write_error(exc) from None
 
     def _write_audio(self) -> None:
+        """Encode exactly ``frames_written / fps`` seconds of the track, block by block."""
         import av
 
-        samples, rate = self._audio
-        wanted = int(round(self.frames_written * rate / self.fps))
-        if samples.shape[1] >= wanted:
-            samples = samples[:, :wanted]
-        else:
-            samples = np.pad(samples, ((0, 0), (0, wanted - samples.shape[1])))
-        layout = "stereo" if samples.shape[0] >= 2 else "mono"
-        samples = np.ascontiguousarray(samples[:2].astype(np.float32))
-        block = 1024
-        for start in range(0, samples.shape[1], block):
-            piece = np.ascontiguousarray(samples[:, start:start + block])
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
-            frame.sample_rate = rate
-            frame.pts = start
-            frame.time_base = Fraction(1, rate)
-            for packet in self._astream.encode(frame):
-                self._container.mux(packet)
+        track = self._audio
+        wanted = int(round(self.frames_written * track.out_rate / self.fps))
+        position = 0
+        for samples in track.blocks(wanted):
+            for start in range(0, samples.shape[1], 1024):
+                piece = np.ascontiguousarray(samples[:, start:start + 1024])
+                frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=track.layout)
+                frame.sample_rate = track.out_rate
+                frame.pts = position
+                frame.time_base = Fraction(1, track.out_rate)
+                position += piece.shape[1]
+                for packet in self._astream.encode(frame):
+                    self._container.mux(packet)
         for packet in self._astream.encode(None):
             self._container.mux(packet)
 
@@ -265,11 +354,18 @@ class VideoWriter:
             self._container.close()
             self._container = None
             os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.abort()
+            raise self._write_error(exc) from None
         except BaseException:
             self.abort()
             raise
         self._closed = True
         return self.path
+
+    def _write_error(self, exc: OSError) -> InputError:
+        return InputError(f"writing {self.path} failed: {exc.strerror or exc}; free some space or choose "
+                          "another output folder")
 
     def abort(self) -> None:
         """Drop everything written so far; the target path is not touched."""
@@ -284,6 +380,8 @@ class VideoWriter:
             self._tmp.unlink()
         except FileNotFoundError:
             pass
+        except OSError as exc:  # never let the cleanup hide the error that caused it
+            warnings.warn(f"could not remove the temporary file {self._tmp}: {exc}", stacklevel=2)
 
 
 def probe(path: str | os.PathLike) -> dict:

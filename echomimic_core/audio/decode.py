@@ -52,9 +52,21 @@ def _finish(parts: list[np.ndarray], what: str) -> np.ndarray:
     return wave
 
 
-def decode_file(path: str | os.PathLike) -> np.ndarray:
+_FLOAT_FORMATS = ("flt", "fltp", "dbl", "dblp")
+
+
+def _check_finite_frame(frame, path: Path) -> None:
+    """NaN/inf in a float file would silently become garbage samples in the s16 conversion (and fail
+    later inside the AAC encoder): refuse them here, where the file is named."""
+    if frame.format.name in _FLOAT_FORMATS and not np.isfinite(frame.to_ndarray()).all():
+        raise InputError(f"audio file {path} contains NaN/inf samples; re-export it (e.g. as 16-bit wav) "
+                         "and run again.")
+
+
+def decode_file(path: str | os.PathLike, max_samples: int | None = None) -> np.ndarray:
     """Decode the first audio stream of any file PyAV/FFmpeg can read (wav, mp3, flac, m4a, mp4, ...)
-    to 16 kHz mono float32 in [-1, 1)."""
+    to 16 kHz mono float32 in [-1, 1). With ``max_samples`` decoding stops once that many 16 kHz samples
+    are out (memory and time bounded by the span asked for, not by the file)."""
     import av
 
     path = Path(path)
@@ -77,16 +89,25 @@ def decode_file(path: str | os.PathLike) -> np.ndarray:
             )
         resampler = _new_resampler()
         parts: list[np.ndarray] = []
+        have = 0
         try:
             for frame in container.decode(streams[0]):
+                _check_finite_frame(frame, path)
                 frame.pts = None  # let the resampler follow the samples, not the container clock
-                parts += _frames_to_int16(resampler.resample(frame))
-            parts += _frames_to_int16(resampler.resample(None))
+                new = _frames_to_int16(resampler.resample(frame))
+                parts += new
+                have += sum(p.size for p in new)
+                if max_samples is not None and have >= max_samples:
+                    break
+            else:
+                parts += _frames_to_int16(resampler.resample(None))
         except (av.FFmpegError, ValueError) as exc:
             raise InputError(
                 f"decoding the audio of {path} failed: {exc}. The file is damaged or truncated; "
                 "re-export it as wav/mp3/flac/m4a."
             ) from None
+    if max_samples is not None and have >= max_samples:
+        parts = [np.concatenate(parts)[:max_samples]]
     return _finish(parts, f"audio file {path}")
 
 
@@ -121,9 +142,11 @@ def _to_int16(samples: np.ndarray, what: str) -> np.ndarray:
     )
 
 
-def decode_array(samples: Any, sample_rate: int, what: str = "audio array") -> np.ndarray:
+def decode_array(samples: Any, sample_rate: int, what: str = "audio array",
+                 max_samples: int | None = None) -> np.ndarray:
     """Mix down and resample a [T], [C, T] or [1, C, T] array/tensor of samples to 16 kHz mono float32,
-    through the same s16 PyAV resampler a file takes."""
+    through the same s16 PyAV resampler a file takes (only as far as ``max_samples`` 16 kHz samples
+    need, when given)."""
     import av
 
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -162,6 +185,8 @@ def decode_array(samples: Any, sample_rate: int, what: str = "audio array") -> n
             f"{what} has {channels} channels (shape {tuple(arr.shape)}); 1 to 8 channels in "
             f"[channels, samples] order are supported.{hint}"
         )
+    if max_samples is not None:  # the source span that covers max_samples, plus the filter's reach
+        arr = arr[:, : int(np.ceil(max_samples * sample_rate / SAMPLE_RATE)) + sample_rate // 20]
     pcm = np.ascontiguousarray(_to_int16(arr, what))
     resampler = _new_resampler()
     parts: list[np.ndarray] = []
@@ -172,6 +197,8 @@ def decode_array(samples: Any, sample_rate: int, what: str = "audio array") -> n
         frame.sample_rate = sample_rate
         parts += _frames_to_int16(resampler.resample(frame))
     parts += _frames_to_int16(resampler.resample(None))
+    if max_samples is not None and parts:
+        parts = [np.concatenate(parts)[:max_samples]]
     return _finish(parts, what)
 
 
@@ -194,7 +221,7 @@ def _as_numpy(samples: Any, what: str) -> np.ndarray:
     return arr
 
 
-def load_waveform(source: Any, sample_rate: int | None = None) -> np.ndarray:
+def load_waveform(source: Any, sample_rate: int | None = None, max_samples: int | None = None) -> np.ndarray:
     """Any audio source -> float32 numpy array [S], 16 kHz mono, values int16/32768 (official ffmpeg path).
 
     source:
@@ -202,12 +229,15 @@ def load_waveform(source: Any, sample_rate: int | None = None) -> np.ndarray:
       * a ComfyUI ``AUDIO`` dict ``{"waveform": tensor [B, C, T], "sample_rate": int}`` with B == 1;
       * a torch tensor or numpy array [T], [C, T] or [1, C, T] (float in [-1, 1] or int16 PCM) together
         with ``sample_rate``.
+    ``max_samples`` stops decoding after that many 16 kHz samples (see ``audio_span_samples``).
     Raises InputError for empty, corrupt, NaN/inf, batched (B > 1) or unsupported input; warns for silence.
     """
+    if max_samples is not None and int(max_samples) < 1:
+        raise InputError(f"max_samples must be positive, got {max_samples!r}")
     if isinstance(source, (str, os.PathLike)):
         if sample_rate is not None:
             warnings.warn("sample_rate is ignored for files: the file's own rate is used.", stacklevel=2)
-        return decode_file(source)
+        return decode_file(source, max_samples)
     if isinstance(source, dict):
         if "waveform" not in source or "sample_rate" not in source:
             raise InputError(
@@ -221,11 +251,11 @@ def load_waveform(source: Any, sample_rate: int | None = None) -> np.ndarray:
                 f"AUDIO waveform must have shape [batch, channels, samples]; got {ndim}-D "
                 f"{tuple(getattr(wave, 'shape', ()))}."
             )
-        return decode_array(wave, source["sample_rate"], what="AUDIO input")
+        return decode_array(wave, source["sample_rate"], what="AUDIO input", max_samples=max_samples)
     if sample_rate is None:
         raise InputError(
             "a raw waveform needs its sample rate: call load_waveform(samples, sample_rate=...)."
         )
     if isinstance(source, (bytes, bytearray)):
         raise InputError("raw bytes are not supported; give a file path, an AUDIO dict or an array.")
-    return decode_array(source, sample_rate)
+    return decode_array(source, sample_rate, max_samples=max_samples)

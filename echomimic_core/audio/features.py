@@ -11,7 +11,8 @@ from ..errors import InputError
 from .decode import SAMPLE_RATE, load_waveform
 from .encoder import WhisperFeatureEncoder
 from .mel import log_mel
-from .windows import AUDIO_FEAT_LENGTH, _check_fps, frame_chunks, video_frame_count
+from .windows import (AUDIO_FEAT_LENGTH, _check_fps, audio_span_samples, frame_chunks, span_mel_frames,
+                      video_frame_count)
 
 
 @dataclass
@@ -58,11 +59,17 @@ def encode_audio(
     fps: float = 24,
     sample_rate: int | None = None,
     audio_feat_length: Sequence[int] = AUDIO_FEAT_LENGTH,
+    max_frames: int | None = None,
 ) -> AudioFeatures:
     """Decode `source` (path, ComfyUI AUDIO dict, or array/tensor + sample_rate), compute the whole-clip
-    log-mel, run the whisper encoder over 30 s segments and cut per-frame chunks at `fps`."""
+    log-mel, run the whisper encoder over 30 s segments and cut per-frame chunks at `fps`.
+
+    With `max_frames` only the span those frames need is decoded and encoded (whole 30 s segments, see
+    `audio_span_samples`): a long clip behind a short video costs the short video's audio, and
+    `num_frames`/`duration_s` describe the decoded span."""
     fps = _check_fps(fps)
-    waveform = load_waveform(source, sample_rate)
+    span = None if max_frames is None else audio_span_samples(max_frames, fps, audio_feat_length)
+    waveform = load_waveform(source, sample_rate, max_samples=span)
     duration = waveform.shape[0] / SAMPLE_RATE
     num_frames = video_frame_count(duration, fps)
     if num_frames < 1:
@@ -71,6 +78,8 @@ def encode_audio(
             f"({1000 / fps:.1f} ms). Give a longer clip."
         )
     mel = log_mel(waveform, n_mels=encoder.n_mels)
+    if span is not None and waveform.shape[0] >= span:  # the clip goes on: keep the whole segments only
+        mel = mel[:, : span_mel_frames(waveform.shape[0])]
     features = encoder.embeddings(mel)
     chunks = frame_chunks(features, fps, audio_feat_length)
     return AudioFeatures(

@@ -96,6 +96,33 @@ def feature_positions(num_samples: int) -> int:
     return full * (SEGMENT_FRAMES // 2) + tail // 2
 
 
+#: samples decoded past the last whole 30 s segment: covers the STFT window (n_fft 400, centred) of the
+#: segment's last mel frame, so the mel frames of the kept segments equal the whole clip's
+_SPAN_MARGIN = 1600
+
+
+def audio_span_samples(num_frames: int, fps: float = 24,
+                       audio_feat_length: Sequence[int] = AUDIO_FEAT_LENGTH) -> int:
+    """16 kHz samples to decode so that the first ``num_frames`` video frames get the features they would
+    get from the whole clip: whole 30 s encoder segments covering every feature position those frames'
+    chunks read, plus the STFT margin. (One difference stays: the log-mel floor, peak - 80 dB, is taken
+    over the decoded span; it only matters when a louder passage lies beyond it.)"""
+    fps = _check_fps(fps)
+    frames = int(num_frames)
+    if frames < 1:
+        raise InputError(f"number of frames must be positive, got {num_frames!r}")
+    after = int(audio_feat_length[1])
+    last_position = int((frames - 1) * FEATURES_PER_SECOND / float(fps)) + 2 * (after + 1)
+    segments = last_position // (SEGMENT_FRAMES // 2) + 1
+    return segments * SEGMENT_FRAMES * HOP_LENGTH + _SPAN_MARGIN
+
+
+def span_mel_frames(num_samples: int) -> int:
+    """Mel frames to keep of a span decoded by :func:`audio_span_samples`: the whole segments only."""
+    frames = int(num_samples) // HOP_LENGTH
+    return frames - frames % SEGMENT_FRAMES if frames > SEGMENT_FRAMES else frames
+
+
 def video_frame_count(duration_s: float, fps: float = 24) -> int:
     """infer.py's video-length cap: int(duration_s * fps). Use it to size the generated video."""
     fps = _check_fps(fps)
