@@ -235,3 +235,43 @@ def test_bounded_array_decode_matches_prefix():
     np.testing.assert_array_equal(part, whole[:16000])
     with pytest.raises(InputError, match="max_samples"):
         load_waveform(samples, sample_rate=44100, max_samples=0)
+
+
+# -- poses ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["NAN", "INF", 1e12])
+def test_damaged_pose_coordinates_fail_before_drawing(value):
+    from echomimic_core.pose import empty_frame, normalize_frame
+
+    frame = empty_frame(1)
+    frame["hands"][0, 3, 1] = {"NAN": np.nan, "INF": np.inf}.get(value, value)
+    with pytest.raises(InputError, match="'hands' holds non-finite or absurd values"):
+        normalize_frame(frame)
+    frame = empty_frame(1)
+    frame["hands_score"][1, 0] = np.nan
+    with pytest.raises(InputError, match="hands_score"):
+        normalize_frame(frame)
+
+
+@pytest.mark.parametrize("ref_w", [0, -800, 10**9, 12.5, "wide"])
+def test_bad_drawing_canvas_is_refused(ref_w):
+    from echomimic_core.pose import PoseSequence, empty_frame
+
+    with pytest.raises(InputError, match="ref_w"):
+        PoseSequence([empty_frame(1)], ref_w=ref_w)
+
+
+def test_damaged_pose_file_metadata(tmp_path):
+    from echomimic_core.pose import PoseSequence, empty_frame, load_pose_sequence, save_pose_sequence
+
+    path = save_pose_sequence(PoseSequence.from_frames([empty_frame(1)] * 2), tmp_path / "poses.json")
+    import json
+
+    data = json.loads(path.read_text())
+    meta = data["meta"] if "meta" in data else data
+    for key, bad in (("ref_w", 0), ("fps", "fast"), ("fps", -1)):
+        broken = json.loads(json.dumps(data))
+        (broken["meta"] if "meta" in broken else broken)[key] = bad
+        path.write_text(json.dumps(broken))
+        with pytest.raises(InputError):
+            load_pose_sequence(path)
+    assert "ref_w" in meta

@@ -40,6 +40,14 @@ DEFAULT_REF_W = 800
 
 N_BODY, N_HAND, N_FACE = 18, 21, 68
 
+MAX_ABS_COORD = 100.0
+"""Largest |coordinate| accepted (normalised units: the canvas is [0, 1]; a point 100 canvases away is
+damage, and drawing it would overflow OpenCV's integer coordinates)."""
+MAX_ABS_SCORE = 1e3
+"""Largest |score| accepted (detectors give [0, 1]; the drawer only compares scores with 0.3)."""
+MAX_REF_W = 8192
+"""Largest drawing-canvas short side accepted (the official drawer uses 800)."""
+
 BODY_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
               "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
 HEAD_BODY_POINTS = (0, 14, 15, 16, 17)
@@ -110,6 +118,13 @@ def normalize_frame(frame: Any) -> dict:
         raise InputError(f"hands_score {hands_score.shape} does not match hands {hands.shape}")
     if faces_score.shape != faces.shape[:2]:
         raise InputError(f"faces_score {faces_score.shape} does not match faces {faces.shape}")
+    for name, values, bound in (("bodies.candidate", cand, MAX_ABS_COORD), ("hands", hands, MAX_ABS_COORD),
+                                ("faces", faces, MAX_ABS_COORD), ("bodies.score", score, MAX_ABS_SCORE),
+                                ("hands_score", hands_score, MAX_ABS_SCORE), ("faces_score", faces_score, MAX_ABS_SCORE),
+                                ("bodies.subset", subset, float(max(cand.shape[0], 1)))):
+        if values.size and not (np.isfinite(values).all() and np.abs(values).max() <= bound):
+            raise InputError(f"pose frame field {name!r} holds non-finite or absurd values (|value| up to "
+                             f"{bound:g} allowed); the pose file is damaged - re-extract the poses")
     out = {
         "bodies": {"candidate": cand.copy(), "subset": subset.copy(), "score": score.copy()},
         "hands": hands.copy(), "hands_score": hands_score.copy(),
@@ -194,6 +209,14 @@ class PoseSequence:
     def __post_init__(self) -> None:
         self.frames = list(self.frames)
         self.draw_params = validate_draw_params(self.draw_params)
+        try:
+            ref_w = int(self.ref_w)
+        except (TypeError, ValueError):
+            ref_w = 0
+        if not 0 < ref_w <= MAX_REF_W or ref_w != self.ref_w:
+            raise InputError(f"pose ref_w (drawing canvas size) must be an integer in 1..{MAX_REF_W}, got "
+                             f"{self.ref_w!r}; the official value is {DEFAULT_REF_W}")
+        self.ref_w = ref_w
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -108,6 +108,19 @@ def _check_meta(meta: dict, path: Path) -> None:
 
 
 def _apply_meta(frames: list[dict], meta: dict) -> PoseSequence:
+    try:
+        return _apply_meta_values(frames, meta)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"the pose file's metadata is damaged ({type(exc).__name__}: {exc}); re-save or "
+                         "re-extract the poses") from None
+
+
+def _apply_meta_values(frames: list[dict], meta: dict) -> PoseSequence:
+    fps = float(meta.get("fps", 24.0))
+    if not (fps > 0 and np.isfinite(fps)):
+        raise InputError(f"the pose file's fps must be a positive number, got {meta.get('fps')!r}")
     nums = meta.get("nums") or []
     for k, f in enumerate(frames):
         if k < len(nums):
@@ -115,7 +128,7 @@ def _apply_meta(frames: list[dict], meta: dict) -> PoseSequence:
     for key, params in (meta.get("frame_draw_params") or {}).items():
         frames[int(key)]["draw_pose_params"] = list(validate_draw_params(params))
     return PoseSequence.from_frames(frames, draw_params=meta.get("draw_pose_params"),
-                                    fps=float(meta.get("fps", 24.0)), ref_w=int(meta.get("ref_w", 800)))
+                                    fps=fps, ref_w=meta.get("ref_w", 800))
 
 
 def _save_npz(seq: PoseSequence, path: Path) -> None:
