@@ -538,7 +538,8 @@ def load_vae(path: Path, dtype: torch.dtype = torch.float32, device: Union[str, 
     path = Path(path)
     try:
         if path.is_dir():
-            vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype)
+            # local_files_only: a folder path must never be resolved as a hub id
+            vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True)
         else:
             with torch.device("meta"):
                 vae = AutoencoderKL(**SD_VAE_FT_MSE_CONFIG)

@@ -95,7 +95,7 @@ def alphas_cumprod_of(sched_kwargs: dict) -> torch.Tensor:
 
 def build_models(cfg: dict) -> Models:
     """Build VAE + the three trained networks in float32 on CPU per `cfg['init']`."""
-    from diffusers import AutoencoderKL
+    from echomimic_core.checkpoints import load_vae
 
     from echomimic_core.models import (OFFICIAL_POSE_ENCODER_KWARGS, DenoisingUNet3DModel, PoseEncoder,
                                        ReferenceUNet2DModel, denoising_unet_config, reference_unet_config)
@@ -140,7 +140,7 @@ def build_models(cfg: dict) -> Models:
         n, _ = copy_matching(den, mm)
         if n == 0:
             raise ValueError(f"{ini['motion_module']}: no motion-module key matched the denoiser")
-    vae = AutoencoderKL.from_pretrained(str(vae_folder), torch_dtype=torch.float32)
+    vae = load_vae(vae_folder, dtype=torch.float32)  # local files only: a missing folder is an error, never a hub id
     for m in (ref, den, pose):
         m.float()
     return Models(vae, ref, den, pose, alphas_cumprod_of(sched), base_cfg, extra, sched, vae_folder, base_unet_dir,

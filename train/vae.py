@@ -324,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(frames)} training frames {frames.shape[1]}x{frames.shape[2]}, {len(ev_frames)} eval frames "
           f"({'held-out' if eval_root else 'training subset'}), loaded in {time.time() - t_load:.1f}s", file=sys.stderr)
 
-    from diffusers import AutoencoderKL
+    from echomimic_core.checkpoints import load_vae
 
     blocks = tuple(int(c) for c in args.blocks.split(","))
-    vae = AutoencoderKL.from_pretrained(args.init).float() if args.init else None
+    vae = load_vae(Path(args.init)).float() if args.init else None  # local files only, never a hub id
     config = vae_config(blocks, sample_size=frames.shape[1])
     t0 = time.time()
     vae, history = train_vae(frames, masks, config=config, steps=args.steps, batch=args.batch, lr=args.lr,
