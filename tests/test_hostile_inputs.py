@@ -275,3 +275,23 @@ def test_damaged_pose_file_metadata(tmp_path):
         with pytest.raises(InputError):
             load_pose_sequence(path)
     assert "ref_w" in meta
+
+
+# -- trainer config ------------------------------------------------------------------------------------
+def test_misspelt_override_is_refused_with_the_close_match():
+    from train.phases import load_config
+
+    with pytest.raises(ValueError, match=r"unknown config key optim\.lrr; did you mean optim\.lr\?"):
+        load_config("demo_stage1", ["optim.lrr=5"])
+    with pytest.raises(ValueError, match="is a value, not a section"):
+        load_config("demo_stage1", ["optim.lr.x=5"])
+    assert load_config("demo_stage1", ["optim.lr=5"])["optim"]["lr"] == 5
+
+
+def test_trainer_cli_bad_config_is_one_line(capsys):
+    from train.apdh import main
+
+    assert main(["demo_stage1", "--set", "optim.lrr=5", "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown config key optim.lrr") and "\n" not in err
+    assert main(["no_such_config"]) == 2

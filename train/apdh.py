@@ -452,7 +452,11 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), a checkpoint path, or none")
     ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.set)
+    try:
+        cfg = load_config(args.config, args.set)
+    except (ValueError, FileNotFoundError, __import__("yaml").YAMLError) as exc:  # a bad config: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.print_config:
         print(json.dumps(cfg, indent=1))
         return 0

@@ -186,5 +186,5 @@ def build_lpips(cfg: dict) -> LPIPS:
         raise FileNotFoundError(
             "losses.lpips needs local weight files: set losses.lpips.backbone (torchvision "
             f"{'vgg16' if net == 'vgg' else 'alexnet'} state dict) and losses.lpips.heads (lpips v0.1 "
-            f"{net}.pth), or disable the LPIPS term (losses.lpips.weight: 0). For CI only: net: random_init_for_tests")
+            f"{net}.pth), or disable the LPIPS term (losses.phd.lpips_weight: 0). For CI only: net: random_init_for_tests")
     return LPIPS.from_files(net, cfg["backbone"], cfg["heads"])

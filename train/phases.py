@@ -139,10 +139,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def set_path(cfg: dict, path: list[str], value: Any) -> None:
+def set_path(cfg: dict, path: list[str], value: Any, strict: bool = False) -> None:
+    """Set ``cfg[a][b]... = value``. ``strict`` (the ``--set`` overrides) refuses a key that a non-empty
+    section does not have, so a misspelt ``optim.lrr=5`` is an error naming the close match instead of a
+    silently ignored value; empty sections (free-form ones) take any key."""
     d = cfg
-    for k in path[:-1]:
+    for depth, k in enumerate(path):
+        if strict and isinstance(d, dict) and d and k not in d:
+            import difflib
+
+            where = ".".join(path[:depth]) or "the config"
+            close = difflib.get_close_matches(k, [str(x) for x in d], n=1)
+            hint = f"; did you mean {'.'.join(path[:depth] + close)}?" if close else f"; {where} has {sorted(d)}"
+            raise ValueError(f"unknown config key {'.'.join(path)}{hint}")
+        if depth == len(path) - 1:
+            break
         d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"config key {'.'.join(path[:depth + 1])} is a value, not a section; cannot set "
+                             f"{'.'.join(path)}")
     d[path[-1]] = value
 
 
@@ -170,7 +185,7 @@ def load_config(name: str | Path | dict | None = None, overrides: list[str] | di
     else:
         for o in overrides or []:
             path, val = parse_override(o)
-            set_path(cfg, path, val)
+            set_path(cfg, path, val, strict=True)
     validate(cfg)
     return cfg
 
