@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from echomimic_core.files import walk_folder
+
 from . import _comfy
 
 VARIANTS = ["normal", "acc"]
@@ -87,12 +89,8 @@ def list_model_folders() -> list[str]:
     for name, root in _comfy.model_search_roots():
         if not os.path.isdir(root):
             continue
-        for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        for dirpath, dirnames, _ in walk_folder(root, _MAX_DEPTH):
             rel = os.path.relpath(dirpath, root)
-            depth = 0 if rel == "." else rel.count(os.sep) + 1
-            if depth >= _MAX_DEPTH:
-                dirnames[:] = []
-            dirnames.sort()
             if any(os.path.isfile(os.path.join(dirpath, m)) for m in _MARKERS):
                 label = name if rel == "." else f"{name}/{rel.replace(os.sep, '/')}"
                 if label not in found:
@@ -131,9 +129,8 @@ def resolve_model_folder(label: str) -> str:
 def _signature(folder: str) -> tuple:
     """Cheap fingerprint of the weight files, so replaced files are reloaded."""
     sig = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for fn in sorted(filenames):
+    for dirpath, _, filenames in walk_folder(folder):  # link cycles are entered once, depth capped
+        for fn in filenames:
             if fn.endswith((".pth", ".pt", ".bin", ".safetensors", ".json")):
                 try:
                     st = os.stat(os.path.join(dirpath, fn))

@@ -295,3 +295,19 @@ def test_trainer_cli_bad_config_is_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown config key optim.lrr") and "\n" not in err
     assert main(["no_such_config"]) == 2
+
+
+# -- folders -------------------------------------------------------------------------------------------
+def test_symlink_loops_are_walked_once(tmp_path):
+    from echomimic_core.files import walk_folder
+
+    root = tmp_path / "models"
+    (root / "fp16").mkdir(parents=True)
+    (root / "reference_unet.pth").write_bytes(b"x")
+    (root / "fp16" / "back").symlink_to(root)          # two links to itself, one level apart
+    (root / "self").symlink_to(root)
+    (root / "deep" / "a" / "b" / "c" / "d" / "e" / "f" / "g").mkdir(parents=True)
+    visited = [Path(d).relative_to(root).as_posix() for d, _, _ in walk_folder(root)]
+    assert visited[0] == "." and len(visited) == len(set(visited))
+    assert "self" not in visited and "fp16/back" not in visited  # the same real folder as the root
+    assert "deep/a/b/c/d/e" in visited and "deep/a/b/c/d/e/f" not in visited  # depth capped
