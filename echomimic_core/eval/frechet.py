@@ -44,7 +44,9 @@ def frechet_distance(a: GaussianStats, b: GaussianStats, eps: float = 1e-6, imag
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise InputError(f"feature sizes differ: {mu1.shape} vs {mu2.shape}")
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+    with warnings.catch_warnings():  # a singular product is handled below
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(s1.dot(s2))
     if not np.isfinite(covmean).all():
         warnings.warn(f"Fréchet distance: singular product of covariances; adding {eps} to the diagonals",
                       RuntimeWarning, stacklevel=2)
