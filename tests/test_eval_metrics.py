@@ -115,3 +115,23 @@ def test_parse_metrics():
     assert parse_metrics(["sync-c", "all"])[-1] == "lpips"
     with pytest.raises(InputError, match="unknown metric"):
         parse_metrics("fidd")
+
+
+def test_ssim_matches_a_direct_computation():
+    """Brute-force SSIM over every valid 11x11 window (2-D Gaussian weights), one channel at a time."""
+    a = _frames(1, 13, 12, seed=5)
+    b = _frames(1, 13, 12, seed=6)
+    g = gaussian_window().numpy()
+    w2 = np.outer(g, g)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    vals = []
+    for ch in range(3):
+        x, y = a[0, :, :, ch].astype(float), b[0, :, :, ch].astype(float)
+        for i in range(13 - 10):
+            for j in range(12 - 10):
+                px, py = x[i:i + 11, j:j + 11], y[i:i + 11, j:j + 11]
+                mx, my = (w2 * px).sum(), (w2 * py).sum()
+                vx, vy = (w2 * px * px).sum() - mx ** 2, (w2 * py * py).sum() - my ** 2
+                cxy = (w2 * px * py).sum() - mx * my
+                vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+    assert ssim_frames(a, b)[0] == pytest.approx(np.mean(vals), abs=1e-10)
