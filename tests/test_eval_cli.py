@@ -116,3 +116,13 @@ def test_unknown_metric_and_bad_weight_flag(folders, capsys):
     assert main(["--pred", str(pred), "--ref", str(ref), "--weight", "nope", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "unknown metric 'fidd'" in err and "KIND=PATH" in err
+
+
+def test_max_frames_and_release(folders):
+    pred, ref = folders
+    r = evaluate(pred, ref, max_frames=5)
+    assert r["clips"]["clip0"]["frames"] == 5 and r["protocol"]["max_frames"] == 5
+    clip = Clip.open(ref / "clip0.mp4")
+    assert len(clip.frames(4)) == 4 and len(clip.frames()) == 12 and len(clip.frames(3)) == 3
+    clip.release()
+    assert clip._frames is None and len(clip.frames()) == 12

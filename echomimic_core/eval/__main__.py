@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default=None, help="torch device (default cuda if available)")
     ap.add_argument("--fvd-frames", type=int, default=16, help="frames per FVD window (default 16)")
     ap.add_argument("--frame-stride", type=int, default=1, help="use every k-th frame for FID (default 1)")
+    ap.add_argument("--max-frames", type=int, default=None, help="score only the first N frames of each clip")
     ap.add_argument("--no-trim", action="store_true", help="frame-count mismatch is an error (default: trim to the shorter)")
     ap.add_argument("--resize", action="store_true", help="resize predictions to the reference size")
     ap.add_argument("--allow-unpaired", action="store_true", help="score the clip names common to both sides")
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs = pair_clips(args.pred, args.ref, strict=not args.allow_unpaired)
         ev = Evaluator(args.metrics, weights_dir=args.weights, weights=weights, pose=args.pose,
                        dwpose_dir=args.dwpose_dir, device=args.device, fvd_frames=args.fvd_frames,
-                       frame_stride=args.frame_stride, trim=not args.no_trim, resize=args.resize)
+                       frame_stride=args.frame_stride, trim=not args.no_trim, resize=args.resize,
+                       max_frames=args.max_frames)
         bar = None
         if not args.quiet:
             from tqdm import tqdm

@@ -9,6 +9,7 @@ name present on one side only is reported, not silently dropped.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Clip:
     fps: float = 24.0
     audio: Path | None = None
     _frames: np.ndarray | None = field(default=None, repr=False)
+    _in_memory: bool = field(default=False, repr=False)
+    _cap: float = field(default=0.0, repr=False)
 
     @classmethod
     def open(cls, path: str | os.PathLike, name: str | None = None, fps: float = 24.0) -> "Clip":
@@ -73,14 +76,24 @@ class Clip:
         :func:`echomimic_core.video.frames_to_uint8` accepts."""
         from ..video import frames_to_uint8
 
-        return cls(name, Path(name), fps=float(fps), audio=audio, _frames=frames_to_uint8(frames))
+        return cls(name, Path(name), fps=float(fps), audio=audio, _frames=frames_to_uint8(frames), _in_memory=True)
 
-    def frames(self) -> np.ndarray:
-        if self._frames is None:
-            self._frames = _read_video(self.path) if self.path.is_file() else _read_folder(self.path)
+    def frames(self, max_frames: int | None = None) -> np.ndarray:
+        """All frames (or the first ``max_frames``), decoded once and kept until :meth:`release`."""
+        want = max_frames or math.inf
+        if not self._in_memory and (self._frames is None or want > self._cap):
             if self.path.is_file():
+                self._frames = _read_video(self.path, max_frames)
                 self.fps = _video_fps(self.path) or self.fps
-        return self._frames
+            else:
+                self._frames = _read_folder(self.path, max_frames)
+            self._cap = want
+        return self._frames[:max_frames] if max_frames else self._frames
+
+    def release(self) -> None:
+        """Drop the decoded frames of a clip read from disk (a long clip is GBs at 768x768)."""
+        if not self._in_memory:
+            self._frames = None
 
     def audio_16k(self) -> np.ndarray:
         """16 kHz mono float32 (int16/32768), as the official audio path; InputError when there is none."""
@@ -111,14 +124,18 @@ def _video_fps(path: Path) -> float | None:
         return float(rate) if rate else None
 
 
-def _read_video(path: Path) -> np.ndarray:
+def _read_video(path: Path, max_frames: int | None = None) -> np.ndarray:
     import av
 
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 raise InputError(f"{path} has no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+            frames = []
+            for f in c.decode(c.streams.video[0]):
+                frames.append(f.to_ndarray(format="rgb24"))
+                if max_frames and len(frames) >= max_frames:
+                    break
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - PyAV raises many error classes
@@ -128,11 +145,11 @@ def _read_video(path: Path) -> np.ndarray:
     return np.stack(frames)
 
 
-def _read_folder(path: Path) -> np.ndarray:
+def _read_folder(path: Path, max_frames: int | None = None) -> np.ndarray:
     import cv2
 
     frames = []
-    for f in _frame_files(path):
+    for f in _frame_files(path)[:max_frames]:
         img = cv2.imread(str(f), cv2.IMREAD_COLOR)
         if img is None:
             raise InputError(f"cannot read image {f}")

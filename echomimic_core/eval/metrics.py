@@ -89,7 +89,8 @@ class Evaluator:
     def __init__(self, metrics=DEFAULT_METRICS, weights_dir=None, weights: Mapping[str, str] | None = None,
                  backbones: Mapping[str, object] | None = None, pose=None, dwpose_dir=None, device=None,
                  fvd_frames: int = FVD_FRAMES, frame_stride: int = 1, trim: bool = True, resize: bool = False,
-                 ref_images: Mapping[str, np.ndarray] | None = None, batch: int = 8):
+                 ref_images: Mapping[str, np.ndarray] | None = None, batch: int = 8,
+                 max_frames: int | None = None):
         self.metrics = parse_metrics(metrics)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.nets = dict(backbones or {})
@@ -102,6 +103,7 @@ class Evaluator:
         self.pose = make_pose_extractor(pose, dwpose_dir, weights_dir) if set(self.metrics) & set(POSE_METRICS) else None
         self.fvd_frames, self.frame_stride = int(fvd_frames), max(1, int(frame_stride))
         self.trim, self.resize, self.batch = trim, resize, max(1, int(batch))
+        self.max_frames = int(max_frames) if max_frames else None
         self.ref_images = dict(ref_images or {})
         self.test_backbones = any("ForTests" in type(n).__name__ or getattr(n, "for_tests", False)
                                   for n in self.nets.values())
@@ -166,7 +168,7 @@ class Evaluator:
     def score_clip(self, pred: Clip, ref: Clip, sets: dict[str, list]) -> dict:
         """One row of per-clip values; set-level features are appended to ``sets``."""
         m = self.metrics
-        p, r = pred.frames(), ref.frames()
+        p, r = pred.frames(self.max_frames), ref.frames(self.max_frames)
         if self.resize and p.shape[1:3] != r.shape[1:3]:
             p = resize_frames(p, r.shape[1], r.shape[2])
         p, r = check_pair(p, r, pred.name, self.trim)
@@ -241,7 +243,10 @@ class Evaluator:
         sets: dict[str, list] = {f"{k}_{s}": [] for k in SET_METRICS for s in ("pred", "ref")}
         clips: dict[str, dict] = {}
         for i, (pred, ref) in enumerate(pairs):
-            clips[pred.name] = self.score_clip(pred, ref, sets)
+            try:
+                clips[pred.name] = self.score_clip(pred, ref, sets)
+            finally:
+                pred.release(), ref.release()
             if progress is not None:
                 progress(i, pred.name)
         if not clips:
@@ -267,7 +272,7 @@ class Evaluator:
                 "protocol": self.protocol(), "test_backbones": self.test_backbones}
 
     def protocol(self) -> dict:
-        return {"trim_to_shorter": self.trim, "resize_pred": self.resize, "fvd_frames": self.fvd_frames,
+        return {"max_frames": self.max_frames, "trim_to_shorter": self.trim, "resize_pred": self.resize, "fvd_frames": self.fvd_frames,
                 "frame_stride_fid": self.frame_stride, "device": str(self.device),
                 "files": {k: os.path.basename(str(v)) for k, v in self.files.items()},
                 "pose": type(self.pose).__name__ if self.pose is not None else None}
