@@ -135,3 +135,31 @@ def test_ssim_matches_a_direct_computation():
                 cxy = (w2 * px * py).sum() - mx * my
                 vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
     assert ssim_frames(a, b)[0] == pytest.approx(np.mean(vals), abs=1e-10)
+
+
+def test_similarity_alignment_puts_the_landmarks_on_the_template():
+    from echomimic_core.eval.face import ARCFACE_TEMPLATE, align_face, five_points, similarity_transform
+
+    ang, scale, shift = 0.3, 2.5, np.array([40.0, 25.0])
+    rot = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+    pts = ARCFACE_TEMPLATE @ rot.T * scale + shift  # the template seen rotated, scaled and shifted
+    m = similarity_transform(pts, ARCFACE_TEMPLATE)
+    np.testing.assert_allclose(pts @ m[:, :2].T + m[:, 2], ARCFACE_TEMPLATE, atol=1e-9)
+    image = np.zeros((400, 400, 3), np.uint8)
+    x, y = np.round(pts[2]).astype(int)
+    image[y - 2:y + 3, x - 2:x + 3] = 255  # a dot on the nose tip
+    crop = align_face(image, pts, 112)
+    ys, xs = np.nonzero(crop[..., 0] > 128)
+    assert abs(xs.mean() - ARCFACE_TEMPLATE[2, 0]) < 1.5 and abs(ys.mean() - ARCFACE_TEMPLATE[2, 1]) < 1.5
+    face = np.zeros((68, 2))
+    face[36:42], face[42:48], face[30], face[48], face[54] = (10, 20), (30, 20), (20, 30), (12, 40), (28, 40)
+    np.testing.assert_allclose(five_points(face), [[10, 20], [30, 20], [20, 30], [12, 40], [28, 40]])
+
+
+def test_hand_metrics_with_an_extractor():
+    from echomimic_core.eval.hands import hand_metrics
+    from tests.eval_support import ConstructedPoseForTests, moving_frames
+
+    frames = moving_frames(6)
+    out = hand_metrics(frames, ConstructedPoseForTests())
+    assert out["hkc"] == pytest.approx(0.8) and out["hkv"] > 0  # hands follow the frame brightness

@@ -18,7 +18,7 @@ face and each generated frame's face, averaged over frames.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -81,12 +81,6 @@ def align_face(image: np.ndarray, points5: np.ndarray, size: int = 112, margin: 
         tmpl = c + (tmpl - c) / (1.0 + margin)
     m = similarity_transform(points5, tmpl)
     return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
-
-
-def detect_faces(frames: np.ndarray, extractor: Callable[[np.ndarray], dict]) -> list[np.ndarray | None]:
-    """Per frame the main person's 68 face points (pixels) or None."""
-    h, w = frames.shape[1:3]
-    return [face_points(extractor(f), w, h) for f in frames]
 
 
 class ArcFaceONNX:
