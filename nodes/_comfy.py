@@ -1,24 +1,75 @@
-"""The pack's only contact points with ComfyUI: model folders, devices, progress and interrupt.
+"""The pack's only contact points with ComfyUI: the V3 schema helpers, model folders, devices, the
+memory manager, progress and interrupt.
 
 Every node module goes through these helpers instead of importing ComfyUI modules itself, so the glue
 lives in one place and the unit tests can run the node functions against the vendored ComfyUI
-without a server.
+without a server. ComfyUI modules whose attributes a newer ComfyUI rebinds at start-up
+(``comfy.model_patcher.CoreModelPatcher`` under dynamic VRAM) are looked up at call time, never
+imported by name.
 """
 
 from __future__ import annotations
 
 import os
+import time
 
 import folder_paths
 import numpy as np
 import torch
+from comfy_api.latest import io
 
 CATEGORY = "EchoMimicV2"
+NODE_PREFIX = "EchoMimicV2"
 
 # Custom socket types: only for things ComfyUI has no core type for.
 MODELS = "ECHOMIMIC_MODELS"
 AUDIO_FEATURES = "ECHOMIMIC_AUDIO_FEATURES"
 POSES = "ECHOMIMIC_POSES"
+CONTEXT = "ECHOMIMIC_CONTEXT"
+SAMPLER_PRESET = "ECHOMIMIC_SAMPLER_PRESET"
+Models = io.Custom(MODELS)
+AudioFeatures = io.Custom(AUDIO_FEATURES)
+Poses = io.Custom(POSES)
+Context = io.Custom(CONTEXT)
+SamplerPreset = io.Custom(SAMPLER_PRESET)
+
+
+# --- V3 schema helpers ---------------------------------------------------------------------------
+
+def advanced(inp):
+    """Mark a widget as rarely changed: newer frontends fold it behind the node's "Advanced" toggle.
+
+    ComfyUI 0.3.64's input classes have no ``advanced`` argument yet; the flag travels in the input's
+    extra dict, which both old and new versions serialise into /object_info unchanged."""
+    inp.extra_dict["advanced"] = True
+    return inp
+
+
+def schema(node_id: str, display_name: str, description: str, inputs: list, outputs: list, **kwargs) -> io.Schema:
+    """An io.Schema in the pack's category; every node id carries the pack prefix, and every node gets
+    its unique id (for the progress bar) as a hidden input."""
+    if not node_id.startswith(NODE_PREFIX):
+        raise ValueError(f"node id {node_id!r} must start with {NODE_PREFIX!r}")
+    hidden = list(kwargs.pop("hidden", [])) + [io.Hidden.unique_id]
+    return io.Schema(node_id=node_id, display_name=display_name, category=CATEGORY, description=description,
+                     inputs=inputs, outputs=outputs, hidden=hidden, **kwargs)
+
+
+def legacy_mappings(node_classes) -> tuple[dict, dict]:
+    """NODE_CLASS_MAPPINGS / NODE_DISPLAY_NAME_MAPPINGS built from V3 classes (for code that still
+    reads them; ComfyUI itself registers the pack through comfy_entrypoint)."""
+    classes, names = {}, {}
+    for cls in node_classes:
+        sch = cls.define_schema()
+        classes[sch.node_id] = cls
+        names[sch.node_id] = sch.display_name
+    return classes, names
+
+
+def node_id_of(cls) -> str | None:
+    """The executing node's id (hidden input), or None outside a ComfyUI execution (unit tests)."""
+    hidden = getattr(cls, "hidden", None)
+    return getattr(hidden, "unique_id", None) if hidden is not None else None
 
 # Model folders: ours (official pretrained_weights/ layout) and the older EchoMimic pack's.
 MODEL_FOLDER = "echomimic_v2"
@@ -108,6 +159,39 @@ def soft_empty_cache() -> None:
     _mm().soft_empty_cache()
 
 
+# --- ComfyUI's memory manager --------------------------------------------------------------------
+
+def model_patcher(networks: dict, load_device: torch.device, offload_device_: torch.device):
+    """Wrap networks (name -> module) in ComfyUI's model patcher so "Unload models", "Free model and node
+    cache" and other models' loads can move or drop them. They go into a plain ModuleDict because the
+    patcher keeps its own ``device`` attribute on the module (diffusers models have a read-only one).
+    ``CoreModelPatcher`` is what a newer ComfyUI rebinds to its dynamic-VRAM patcher at start-up, so it
+    is read here, at call time; 0.3.64 has only ModelPatcher."""
+    import comfy.model_patcher
+
+    patcher_cls = getattr(comfy.model_patcher, "CoreModelPatcher", None) or comfy.model_patcher.ModelPatcher
+    return patcher_cls(torch.nn.ModuleDict(networks), load_device=load_device, offload_device=offload_device_)
+
+
+def load_models_gpu(patchers) -> None:
+    """Ask ComfyUI to put these patchers' weights on their load device (freeing other models first when
+    memory is short). Full load: the networks are plain torch modules (not built from comfy.ops), which
+    ComfyUI cannot run partially loaded."""
+    _mm().load_models_gpu(list(patchers), force_full_load=True)
+
+
+def unload_patchers(patchers) -> None:
+    """Move these patchers' weights back to their offload device now (the loader's offload_after_run)."""
+    mm = _mm()
+    wanted = {id(p) for p in patchers}
+    for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+        loaded = mm.current_loaded_models[i]
+        if id(loaded.model) in wanted:
+            loaded.model_unload()
+            mm.current_loaded_models.pop(i)
+    mm.soft_empty_cache()
+
+
 # --- progress and interrupt ----------------------------------------------------------------------
 
 def throw_if_interrupted() -> None:
@@ -116,15 +200,37 @@ def throw_if_interrupted() -> None:
 
 
 class Progress:
-    """A ComfyUI ProgressBar that a library progress callback can drive as ``progress(done, total)``."""
+    """A ComfyUI ProgressBar for one node that a library progress callback can drive as
+    ``progress(done, total)``; ``preview(frame)`` shows a frame on the node now and then."""
 
-    def __init__(self, total: int = 1):
+    PREVIEW_EVERY_S = 2.0
+
+    def __init__(self, total: int = 1, node_id: str | None = None):
         import comfy.utils
 
-        self._bar = comfy.utils.ProgressBar(max(int(total), 1))
+        self._bar = comfy.utils.ProgressBar(max(int(total), 1), node_id=node_id)
+        self._preview = None
+        self._last_preview = 0.0
 
     def __call__(self, done: int, total: int | None = None) -> None:
-        self._bar.update_absolute(int(done), int(total) if total else None)
+        self._bar.update_absolute(int(done), int(total) if total else None, self._take_preview())
+
+    def _take_preview(self):
+        preview, self._preview = self._preview, None
+        return preview
+
+    def preview(self, frame_chw: torch.Tensor) -> None:
+        """Queue one float [3, H, W] frame (0..1) for the node's preview, at most every few seconds;
+        it goes out with the next progress update."""
+        now = time.monotonic()
+        if now - self._last_preview < self.PREVIEW_EVERY_S:
+            return
+        self._last_preview = now
+        from PIL import Image
+
+        rgb = (frame_chw.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        self._preview = ("JPEG", Image.fromarray(rgb), 512)
+        self._bar.update_absolute(self._bar.current, None, self._take_preview())
 
 
 # --- type conversion -----------------------------------------------------------------------------

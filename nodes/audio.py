@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from comfy_api.latest import io
+
 from . import _comfy
 
 
@@ -25,34 +27,41 @@ def check_audio(audio) -> None:
         raise ValueError("EchoMimicV2 Audio Encoder: the audio is empty (0 samples)")
 
 
-class EchoMimicV2AudioEncoder:
+class EchoMimicV2AudioEncoder(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "models": (_comfy.MODELS, {"tooltip": "From EchoMimicV2 Model Loader (its audio_processor/tiny.pt)."}),
-                "audio": ("AUDIO", {"tooltip": "Speech, e.g. from the core Load Audio node (any rate/channels)."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                                  "tooltip": "Video frame rate the features are sliced for (the official models use 24)."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2AudioEncoder", "EchoMimicV2 Audio Encoder",
+            "Whisper-tiny features of the speech, one window per video frame. frame_count is the number of "
+            "frames the audio covers at this fps (feed it to Fit Pose Length).",
+            inputs=[
+                _comfy.Models.Input("models", tooltip="From EchoMimicV2 Model Loader (its audio_processor/tiny.pt)."),
+                io.Audio.Input("audio", tooltip="Speech, e.g. from the core Load Audio node (any rate/channels)."),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=0.01,
+                               tooltip="Video frame rate the features are sliced for (the official models use 24)."),
+            ],
+            outputs=[
+                _comfy.AudioFeatures.Output("audio_features", display_name="audio_features",
+                                            tooltip="Per-frame whisper features for the sampler."),
+                io.Int.Output("frame_count", display_name="frame_count",
+                              tooltip="Video frames the speech lasts at this fps."),
+                io.Float.Output("fps_out", display_name="fps", tooltip="The fps, passed on."),
+            ],
+        )
 
-    RETURN_TYPES = (_comfy.AUDIO_FEATURES, "INT", "FLOAT")
-    RETURN_NAMES = ("audio_features", "frame_count", "fps")
-    FUNCTION = "encode"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = ("Whisper-tiny features of the speech, one window per video frame. frame_count is the "
-                   "number of frames the audio covers at this fps (feed it to Fit Pose Length).")
-
-    def encode(self, models, audio, fps):
+    @classmethod
+    def execute(cls, models, audio, fps) -> io.NodeOutput:
         from echomimic_core.audio import encode_audio
 
         check_audio(audio)
         encoder = models.get_audio_encoder()
         _comfy.throw_if_interrupted()
-        features = encode_audio(encoder, audio, fps)
-        return (features, feature_frames(features), float(fps))
+        try:
+            features = encode_audio(encoder, audio, fps)
+        finally:
+            models.after_run()
+        return io.NodeOutput(features, feature_frames(features), float(fps))
 
 
-NODE_CLASS_MAPPINGS = {"EchoMimicV2AudioEncoder": EchoMimicV2AudioEncoder}
-NODE_DISPLAY_NAME_MAPPINGS = {"EchoMimicV2AudioEncoder": "EchoMimicV2 Audio Encoder"}
+NODES = [EchoMimicV2AudioEncoder]
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _comfy.legacy_mappings(NODES)

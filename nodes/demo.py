@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from comfy_api.latest import io
+
 from . import _comfy
 
 
@@ -14,19 +16,24 @@ def demo_inputs_dir() -> str:
     return os.path.join(os.path.dirname(os.path.abspath(echomimic_core.__file__)), "assets", "demo")
 
 
-class EchoMimicV2DemoInputs:
+class EchoMimicV2DemoInputs(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2DemoInputs", "EchoMimicV2 Demo Inputs",
+            "The demo inputs shipped with the pack: a synthetic reference figure (64x64), 16 kHz speech and its "
+            "hand-pose sequence (for the '(embedded demo)' model).",
+            inputs=[],
+            outputs=[
+                io.Image.Output("reference", display_name="reference", tooltip="The demo reference figure."),
+                io.Audio.Output("audio", display_name="audio", tooltip="The demo speech (16 kHz mono)."),
+                _comfy.Poses.Output("poses", display_name="poses", tooltip="The demo hand-pose sequence."),
+                io.Int.Output("frame_count", display_name="frame_count", tooltip="Frames in the pose sequence."),
+            ],
+        )
 
-    RETURN_TYPES = ("IMAGE", "AUDIO", _comfy.POSES, "INT")
-    RETURN_NAMES = ("reference", "audio", "poses", "frame_count")
-    FUNCTION = "load"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = ("The demo inputs shipped with the pack: a synthetic reference figure (64x64), 16 kHz speech "
-                   "and its hand-pose sequence (for the '(embedded demo)' model).")
-
-    def load(self):
+    @classmethod
+    def execute(cls) -> io.NodeOutput:
         import numpy as np
         import torch
 
@@ -40,8 +47,8 @@ class EchoMimicV2DemoInputs:
         audio = {"waveform": torch.from_numpy(np.ascontiguousarray(wave)).float().view(1, 1, -1),
                  "sample_rate": 16000}
         seq = load_pose_sequence(os.path.join(d, "poses.npz"))
-        return (torch.from_numpy(image)[None], audio, seq, len(seq))
+        return io.NodeOutput(torch.from_numpy(image)[None], audio, seq, len(seq))
 
 
-NODE_CLASS_MAPPINGS = {"EchoMimicV2DemoInputs": EchoMimicV2DemoInputs}
-NODE_DISPLAY_NAME_MAPPINGS = {"EchoMimicV2DemoInputs": "EchoMimicV2 Demo Inputs"}
+NODES = [EchoMimicV2DemoInputs]
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _comfy.legacy_mappings(NODES)

@@ -1,5 +1,10 @@
 """Model loader node: finds model folders under models/echomimic_v2 (and models/echo_mimic), loads
-them with ``echomimic_core.checkpoints.load_models`` and caches them between runs."""
+them with ``echomimic_core.checkpoints.load_models`` onto ComfyUI's offload device and hands them to
+ComfyUI's memory manager in model patchers.
+
+There is no cache of our own: ComfyUI's node cache keeps the loader's output between runs (and drops
+it on "Free model and node cache"), ``load_models_gpu`` moves the weights to the compute device before
+each run and "Unload models" (or another model needing the memory) moves them back."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from comfy_api.latest import io
 
 from echomimic_core.files import walk_folder
 
@@ -21,11 +27,13 @@ OFFLOAD = ["keep_loaded", "offload_after_run"]
 # a folder is offered in the list when it holds one of these (official layout / the older pack's v2/)
 _MARKERS = ("reference_unet.pth", "reference_unet.safetensors", os.path.join("v2", "reference_unet.pth"))
 _MAX_DEPTH = 2
+_PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
 @dataclass
 class EchoMimicModelsHandle:
-    """What travels on an ECHOMIMIC_MODELS socket: the loaded models plus where/how they run."""
+    """What travels on an ECHOMIMIC_MODELS socket: the loaded models, their model patchers and where/how
+    they run. Dropping the handle (ComfyUI's "Free model and node cache") frees the weights."""
 
     models: Any
     folder: str
@@ -33,46 +41,76 @@ class EchoMimicModelsHandle:
     device: torch.device
     dtype: torch.dtype
     offload: bool = False
+    patcher: Any = None        # ModelPatcher over the four networks (ModuleDict)
     audio_encoder: Any = None
+    audio_patcher: Any = None
     pipeline: Any = None  # echomimic_core.pipeline.EchoMimicPipeline over these models, built on first use
     _lock: Any = field(default_factory=threading.Lock, repr=False)
 
     def __repr__(self) -> str:  # shown by ComfyUI in some debug paths; keep it short
         return f"EchoMimicModels({self.folder!r}, variant={self.variant}, {self.device}, {self.dtype})"
 
-    def to_compute(self) -> None:
-        """Put the weights on the compute device (they may wait on the offload device between runs)."""
-        _move(self.models, self.device)
+    def patchers(self) -> list:
+        return [p for p in (self.patcher, self.audio_patcher) if p is not None]
+
+    def to_compute(self, audio: bool = False) -> None:
+        """Let ComfyUI load the weights onto the compute device (freeing other models if needed)."""
+        wanted = [self.audio_patcher] if audio else [self.patcher]
+        _comfy.load_models_gpu([p for p in wanted if p is not None])
 
     def after_run(self) -> None:
-        """Move the weights to ComfyUI's offload device when offloading is on."""
+        """offload_after_run: hand the weights back to ComfyUI's offload device right away."""
         if self.offload:
-            _move(self.models, _comfy.offload_device())
-            _comfy.soft_empty_cache()
+            _comfy.unload_patchers(self.patchers())
 
     def get_audio_encoder(self):
-        """The whisper encoder of this model folder (audio_processor/tiny.pt), loaded once, float32."""
+        """The whisper encoder of this model folder (audio_processor/tiny.pt), loaded once per handle,
+        float32, in a patcher of its own; on the compute device when this returns."""
         with self._lock:
             if self.audio_encoder is None:
                 from echomimic_core.audio import load_audio_encoder
 
                 path = getattr(self.models, "audio_encoder_path", None) or os.path.join(self.folder, "audio_processor")
-                self.audio_encoder = load_audio_encoder(path, dtype=torch.float32, device=self.device)
-            return self.audio_encoder
+                self.audio_encoder = load_audio_encoder(path, dtype=torch.float32, device=_comfy.offload_device())
+                self.audio_patcher = _comfy.model_patcher({"audio_encoder": self.audio_encoder}, self.device,
+                                                          _comfy.offload_device())
+        self.to_compute(audio=True)
+        return self.audio_encoder
 
 
-def _move(models: Any, device: torch.device) -> None:
-    if hasattr(models, "to"):
-        models.to(device)
-        return
-    for value in vars(models).values():
-        if isinstance(value, torch.nn.Module):
-            value.to(device)
+def wrap_models(models: Any, folder: str, variant: str, device: torch.device, dtype: torch.dtype,
+                offload: bool) -> EchoMimicModelsHandle:
+    """Put the loaded networks under one model patcher (they always run together)."""
+    patcher = _comfy.model_patcher(models.networks(), device, _comfy.offload_device())
+    return EchoMimicModelsHandle(models, folder, variant, device, dtype, offload, patcher=patcher)
+
+
+def pickle_weights(folder: str) -> list[str]:
+    """Weight files of ``folder`` stored as torch pickles (loaded safely, but slower and not paged by a
+    newer ComfyUI's dynamic VRAM, which reads safetensors only)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            if fn.endswith(_PICKLE_SUFFIXES) and fn != "tiny.pt":
+                stem = os.path.splitext(fn)[0]
+                if not os.path.isfile(os.path.join(dirpath, stem + ".safetensors")):
+                    found.append(os.path.relpath(os.path.join(dirpath, fn), folder))
+    return found
+
+
+def conversion_hint(folder: str) -> str:
+    """One line offering the .pth -> .safetensors conversion of a model folder."""
+    folder = os.path.normpath(folder)
+    return (f"Convert the .pth weights once with `python -m echomimic_core.convert {folder} "
+            f"{folder}_safetensors` (every tensor verified) and use that folder instead: safetensors load "
+            "faster, need no pickle, and a newer ComfyUI pages only safetensors weights (dynamic VRAM).")
 
 
 EMBEDDED_DEMO = "(embedded demo)"
 """Combo entry for the tiny demo model shipped inside the package (echomimic_core/assets/demo_model:
-trained on synthetic talking figures at 64x64, runs on CPU in seconds; see train/make_demo_model.sh)."""
+trained on synthetic talking figures at 64x64; the demo workflow takes a few minutes on a CPU; see
+train/make_demo_model.sh)."""
 
 
 def embedded_demo_folder() -> str:
@@ -126,7 +164,7 @@ def resolve_model_folder(label: str) -> str:
         "audio_processor/tiny.pt; denoising_unet_acc.pth + motion_module_acc.pth for the acc variant).")
 
 
-def _signature(folder: str) -> tuple:
+def folder_signature(folder: str) -> tuple:
     """Cheap fingerprint of the weight files, so replaced files are reloaded."""
     sig = []
     for dirpath, _, filenames in walk_folder(folder):  # link cycles are entered once, depth capped
@@ -140,70 +178,86 @@ def _signature(folder: str) -> tuple:
     return tuple(sig)
 
 
-# One loaded model set is kept between runs (a second one would double the memory of a real model).
-_CACHE: dict = {}
-_CACHE_LOCK = threading.Lock()
+def check_choice(model_folder: str, variant: str) -> str | None:
+    """The cheap checks before any file is read: an error line, or None."""
+    if variant not in VARIANTS:
+        return f"variant must be one of {VARIANTS}, got {variant!r}"
+    if model_folder == EMBEDDED_DEMO and variant != "normal":
+        return "the embedded demo model has no acc variant: choose variant 'normal' (or a folder with the *_acc.pth files)"
+    return None
 
 
-def load_cached(folder: str, variant: str, dtype: torch.dtype, device: torch.device,
-                offload: bool) -> EchoMimicModelsHandle:
+def load_handle(model_folder: str, variant: str, dtype: str, device: str, offload: str) -> EchoMimicModelsHandle:
+    """Load one model set onto ComfyUI's offload device and wrap it in model patchers."""
+    import logging
+
     from echomimic_core.checkpoints import load_models
+    from echomimic_core.errors import CheckpointError, EchoMimicError
 
-    key = (os.path.realpath(folder), variant, str(dtype), str(device), _signature(folder))
-    with _CACHE_LOCK:
-        handle = _CACHE.get(key)
-        if handle is None:
-            _CACHE.clear()
-            # with offloading the weights wait on the offload device (CPU) until a run needs them
-            models = load_models(folder, variant=variant, dtype=dtype,
-                                 device=_comfy.offload_device() if offload else device)
-            handle = EchoMimicModelsHandle(models, folder, variant, device, dtype, offload)
-            _CACHE[key] = handle
-        handle.offload = offload
-        return handle
+    problem = check_choice(model_folder, variant)
+    if problem:
+        raise EchoMimicError(f"EchoMimicV2 Model Loader: {problem}")
+    folder = resolve_model_folder(model_folder)
+    dev = _comfy.compute_device(device)
+    torch_dtype = _comfy.resolve_dtype(dtype, dev)
+    pickles = pickle_weights(folder) if model_folder != EMBEDDED_DEMO else []
+    try:
+        models = load_models(folder, variant=variant, dtype=torch_dtype, device=_comfy.offload_device())
+    except CheckpointError as exc:
+        if pickles and not isinstance(exc, FileNotFoundError):
+            raise type(exc)(f"{exc}\n{conversion_hint(folder)}") from None
+        raise
+    if pickles:
+        logging.info("EchoMimicV2: %s holds .pth weights (%s). %s", folder, ", ".join(pickles[:4]),
+                     conversion_hint(folder))
+    return wrap_models(models, folder, variant, dev, torch_dtype, offload == "offload_after_run")
 
 
-def clear_cache() -> None:
-    with _CACHE_LOCK:
-        _CACHE.clear()
-
-
-class EchoMimicV2ModelLoader:
+class EchoMimicV2ModelLoader(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model_folder": (list_model_folders(), {
-                    "tooltip": "A folder under ComfyUI/models/echomimic_v2 (or models/echo_mimic) in the official "
-                               "pretrained_weights layout. '(embedded demo)': the tiny demo model shipped with "
-                               "the pack (synthetic talking figures, 64x64, CPU)."}),
-                "variant": (VARIANTS, {"default": "normal",
-                                       "tooltip": "normal: denoising_unet.pth + motion_module.pth (30 steps, cfg 2.5). "
-                                                  "acc: the *_acc.pth weights (about 6 steps, cfg 1)."}),
-                "dtype": (DTYPES, {"default": "auto",
-                                   "tooltip": "auto: fp16 on a GPU that supports it, fp32 on CPU."}),
-                "device": (DEVICES, {"default": "auto", "tooltip": "auto: ComfyUI's compute device."}),
-                "offload": (OFFLOAD, {"default": "keep_loaded",
-                                      "tooltip": "offload_after_run moves the weights to ComfyUI's offload device "
-                                                 "(CPU) after every run to free VRAM; they come back for the next."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2ModelLoader", "EchoMimicV2 Model Loader",
+            "Loads the EchoMimicV2 networks (reference/denoising UNets, motion module, pose encoder, VAE) and "
+            "hands them to ComfyUI's model management (Unload models / Free model and node cache free them).",
+            inputs=[
+                io.Combo.Input("model_folder", options=list_model_folders(), tooltip=(
+                    "A folder under ComfyUI/models/echomimic_v2 (or models/echo_mimic) in the official "
+                    "pretrained_weights layout (.safetensors preferred, .pth accepted). '(embedded demo)': the "
+                    "tiny demo model shipped with the pack (synthetic talking figures, 64x64; a few minutes on "
+                    "a CPU).")),
+                io.Combo.Input("variant", options=VARIANTS, default="normal", tooltip=(
+                    "normal: denoising_unet + motion_module (30 steps, cfg 2.5). acc: the *_acc weights "
+                    "(about 6 steps, cfg 1). The embedded demo model has only 'normal'.")),
+                _comfy.advanced(io.Combo.Input("dtype", options=DTYPES, default="auto",
+                                               tooltip="auto: fp16 on a GPU that supports it, fp32 on CPU.")),
+                _comfy.advanced(io.Combo.Input("device", options=DEVICES, default="auto",
+                                               tooltip="auto: ComfyUI's compute device; cpu forces the CPU.")),
+                _comfy.advanced(io.Combo.Input("offload", options=OFFLOAD, default="keep_loaded", tooltip=(
+                    "keep_loaded: ComfyUI keeps the weights on the compute device until it needs the memory. "
+                    "offload_after_run: move them to ComfyUI's offload device (CPU) after every run."))),
+            ],
+            outputs=[_comfy.Models.Output("models", display_name="models",
+                                          tooltip="The loaded networks, for the audio encoder and the sampler.")],
+        )
 
-    RETURN_TYPES = (_comfy.MODELS,)
-    RETURN_NAMES = ("models",)
-    FUNCTION = "load"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = "Loads the EchoMimicV2 networks (reference/denoising UNets, motion module, pose encoder, VAE)."
+    @classmethod
+    def validate_inputs(cls, model_folder, variant):
+        problem = check_choice(model_folder, variant)
+        return True if problem is None else problem
 
-    def load(self, model_folder, variant, dtype, device, offload):
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        folder = resolve_model_folder(model_folder)
-        dev = _comfy.compute_device(device)
-        torch_dtype = _comfy.resolve_dtype(dtype, dev)
-        handle = load_cached(folder, variant, torch_dtype, dev, offload == "offload_after_run")
-        return (handle,)
+    @classmethod
+    def fingerprint_inputs(cls, model_folder, variant, dtype, device, offload):
+        # replaced or converted weight files are loaded again
+        try:
+            return folder_signature(resolve_model_folder(model_folder))
+        except (OSError, ValueError):
+            return float("nan")
+
+    @classmethod
+    def execute(cls, model_folder, variant, dtype, device, offload) -> io.NodeOutput:
+        return io.NodeOutput(load_handle(model_folder, variant, dtype, device, offload))
 
 
-NODE_CLASS_MAPPINGS = {"EchoMimicV2ModelLoader": EchoMimicV2ModelLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"EchoMimicV2ModelLoader": "EchoMimicV2 Model Loader"}
+NODES = [EchoMimicV2ModelLoader]
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _comfy.legacy_mappings(NODES)

@@ -1,11 +1,17 @@
 """Pose nodes: load a pose sequence, extract one from video frames, align it to the reference image,
 fit its length to the audio, and draw it for preview. ECHOMIMIC_POSES carries an
-``echomimic_core.pose.PoseSequence``."""
+``echomimic_core.pose.PoseSequence``.
+
+The pose extractors (mediapipe graphs, DWPose onnxruntime sessions) live only while one node runs
+(``extractor_session``) and are closed afterwards, so nothing the pack holds outlives ComfyUI's own
+memory management."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import threading
+
+from comfy_api.latest import io
 
 from . import _comfy
 
@@ -77,11 +83,7 @@ def resample_indices(total: int, fps: float, target_fps: float) -> list[int]:
     return [min(total - 1, int(k * fps / target_fps + 1e-6)) for k in range(count)]
 
 
-# ------------------------------------------------------------------ extractors (cached per backend)
-_EXTRACTORS: dict = {}
-_EXTRACTOR_LOCK = threading.Lock()
-
-
+# ------------------------------------------------------------------ extractors (one per node run)
 def _dwpose_dir() -> str | None:
     for _, root in _comfy.model_search_roots():
         for sub in ("dwpose", ""):
@@ -91,59 +93,68 @@ def _dwpose_dir() -> str | None:
     return None
 
 
-def get_extractor(backend: str):
+def make_extractor(backend: str):
     """A pose extractor ``fn(rgb_uint8[H, W, 3]) -> frame dict``; DWPose reads its .onnx files from
     models/echomimic_v2/dwpose (or models/dwpose)."""
     if backend not in BACKENDS:
         raise ValueError(f"pose backend must be one of {BACKENDS}, got {backend!r}")
-    with _EXTRACTOR_LOCK:
-        extractor = _EXTRACTORS.get(backend)
-        if extractor is None:
-            if backend == "dwpose":
-                import folder_paths
-                from echomimic_core.pose import DWPoseExtractor
+    if backend == "dwpose":
+        import folder_paths
+        from echomimic_core.pose import DWPoseExtractor
 
-                extractor = DWPoseExtractor(model_dir=_dwpose_dir(), models_root=folder_paths.models_dir)
-            else:
-                from echomimic_core.pose import MediaPipeExtractor
+        return DWPoseExtractor(model_dir=_dwpose_dir(), models_root=folder_paths.models_dir)
+    from echomimic_core.pose import MediaPipeExtractor
 
-                extractor = MediaPipeExtractor()
-            _EXTRACTORS[backend] = extractor
-        return extractor
+    return MediaPipeExtractor()
+
+
+@contextlib.contextmanager
+def extractor_session(backend: str):
+    """The extractor for one node run; its sessions are closed (and dropped) when the node is done."""
+    extractor = make_extractor(backend)
+    try:
+        yield extractor
+    finally:
+        close = getattr(extractor, "close", None)
+        if callable(close):
+            close()
+        del extractor
+
+
+def _check_backend(backend):
+    return True if backend in BACKENDS else f"backend must be one of {BACKENDS}, got {backend!r}"
 
 
 # ------------------------------------------------------------------ nodes
-class EchoMimicV2LoadPoses:
+class EchoMimicV2LoadPoses(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "pose_source": (list_pose_sources(), {
-                    "tooltip": "An official pose folder (0.npy, 1.npy, ...) or a .npz/.json pose file under "
-                               "ComfyUI/input/echomimic_poses/."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                                  "tooltip": "Frame rate the sequence was made for (official demo poses: 24)."}),
-            },
-            "optional": {
-                "path": ("STRING", {"default": "", "tooltip": "Absolute path of a pose folder/file; overrides "
-                                                              "pose_source when not empty."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2LoadPoses", "EchoMimicV2 Load Poses",
+            "Loads a hand-pose sequence (official demo .npy folder, or a file saved by this pack).",
+            inputs=[
+                io.Combo.Input("pose_source", options=list_pose_sources(), tooltip=(
+                    "An official pose folder (0.npy, 1.npy, ...) or a .npz/.json pose file under "
+                    "ComfyUI/input/echomimic_poses/.")),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=0.01,
+                               tooltip="Frame rate the sequence was made for (official demo poses: 24)."),
+                _comfy.advanced(io.String.Input("path", default="", optional=True, tooltip=(
+                    "Absolute path of a pose folder/file; overrides pose_source when not empty."))),
+            ],
+            outputs=[_comfy.Poses.Output("poses", display_name="poses", tooltip="The pose sequence."),
+                     io.Int.Output("frame_count", display_name="frame_count", tooltip="Frames in the sequence.")],
+        )
 
-    RETURN_TYPES = (_comfy.POSES, "INT")
-    RETURN_NAMES = ("poses", "frame_count")
-    FUNCTION = "load"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = "Loads a hand-pose sequence (official demo .npy folder, or a file saved by this pack)."
-
-    def load(self, pose_source, fps, path=""):
+    @classmethod
+    def execute(cls, pose_source, fps, path="") -> io.NodeOutput:
         from echomimic_core.pose import load_pose_sequence
 
         seq = load_pose_sequence(resolve_pose_source(pose_source, path), fps=float(fps))
-        return (seq, len(seq))
+        return io.NodeOutput(seq, len(seq))
 
     @classmethod
-    def IS_CHANGED(cls, pose_source, fps, path=""):
+    def fingerprint_inputs(cls, pose_source, fps, path=""):
+        # the pose files may change on disk under the same name
         try:
             full = resolve_pose_source(pose_source, path)
             st = os.stat(full)
@@ -152,38 +163,40 @@ class EchoMimicV2LoadPoses:
             return float("nan")
 
 
-class EchoMimicV2ExtractPoses:
+class EchoMimicV2ExtractPoses(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "Driving video frames, e.g. from Get Video Components."}),
-                "backend": (BACKENDS, {"default": "mediapipe",
-                                       "tooltip": "mediapipe: bundled models, CPU. dwpose: the official extractor; "
-                                                  "needs yolox_l.onnx + dw-ll_ucoco_384.onnx in models/echomimic_v2/dwpose."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 240.0, "step": 0.01,
-                                  "tooltip": "Frame rate of the driving frames (connect Get Video Components' fps)."}),
-                "target_fps": ("FLOAT", {"default": 24.0, "min": 0.0, "max": 240.0, "step": 0.01,
-                                         "tooltip": "Resample the motion to this frame rate (nearest frame in time) so "
-                                                    "it plays at the right speed in a video of that fps (the models "
-                                                    "use 24). 0 keeps every frame."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2ExtractPoses", "EchoMimicV2 Extract Poses (video frames)",
+            "Detects body/hand/face keypoints in every frame and normalises them to one upper-body box for the "
+            "whole clip (the official driving-video preprocessing).",
+            inputs=[
+                io.Image.Input("images", tooltip="Driving video frames, e.g. from Get Video Components."),
+                io.Combo.Input("backend", options=BACKENDS, default="mediapipe", tooltip=(
+                    "mediapipe: bundled models, CPU. dwpose: the official extractor; needs yolox_l.onnx + "
+                    "dw-ll_ucoco_384.onnx in models/echomimic_v2/dwpose.")),
+                io.Float.Input("fps", default=24.0, min=1.0, max=240.0, step=0.01,
+                               tooltip="Frame rate of the driving frames (connect Get Video Components' fps)."),
+                _comfy.advanced(io.Float.Input("target_fps", default=24.0, min=0.0, max=240.0, step=0.01, tooltip=(
+                    "Resample the motion to this frame rate (nearest frame in time) so it plays at the right "
+                    "speed in a video of that fps (the models use 24). 0 keeps every frame."))),
+            ],
+            outputs=[_comfy.Poses.Output("poses", display_name="poses", tooltip="The extracted pose sequence."),
+                     io.Int.Output("frame_count", display_name="frame_count", tooltip="Frames in the sequence.")],
+        )
 
-    RETURN_TYPES = (_comfy.POSES, "INT")
-    RETURN_NAMES = ("poses", "frame_count")
-    FUNCTION = "extract"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = ("Detects body/hand/face keypoints in every frame and normalises them to one upper-body box for "
-                   "the whole clip (the official driving-video preprocessing).")
+    @classmethod
+    def validate_inputs(cls, backend):
+        return _check_backend(backend)
 
-    def extract(self, images, backend, fps, target_fps=24.0):
+    @classmethod
+    def execute(cls, images, backend, fps, target_fps=24.0) -> io.NodeOutput:
         from echomimic_core.pose import extract_sequence
 
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"EchoMimicV2 Extract Poses: expected an IMAGE batch, got shape {tuple(images.shape)}")
         indices = resample_indices(int(images.shape[0]), float(fps), float(target_fps))
-        bar = _comfy.Progress(len(indices))
+        bar = _comfy.Progress(len(indices), _comfy.node_id_of(cls))
 
         def frames():  # one uint8 frame at a time; the interrupt is honoured between frames
             for i in indices:
@@ -191,112 +204,118 @@ class EchoMimicV2ExtractPoses:
                 yield _comfy.image_to_uint8(images, i)
 
         out_fps = float(target_fps) if target_fps else float(fps)
-        seq, _ = extract_sequence(frames(), get_extractor(backend), fps=out_fps,
-                                  progress=lambda k: bar(k + 1, len(indices)))
-        return (seq, len(seq))
+        with extractor_session(backend) as extractor:
+            seq, _ = extract_sequence(frames(), extractor, fps=out_fps,
+                                      progress=lambda k: bar(k + 1, len(indices)))
+        return io.NodeOutput(seq, len(seq))
 
 
-class EchoMimicV2AlignPoses:
+class EchoMimicV2AlignPoses(io.ComfyNode):
     MODES = ["align_poses", "crop_reference_and_align"]
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "poses": (_comfy.POSES,),
-                "reference": ("IMAGE", {"tooltip": "The reference image the video will be made from."}),
-                "backend": (BACKENDS, {"default": "mediapipe", "tooltip": "Extractor used on the reference image."}),
-                "mode": (cls.MODES, {"default": "align_poses",
-                                     "tooltip": "align_poses: move/scale the poses onto the reference person. "
-                                                "crop_reference_and_align: first crop the reference to the official "
-                                                "square upper-body box (demo notebook), then align to the crop."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2AlignPoses", "EchoMimicV2 Align Poses to Reference",
+            "Moves and scales the pose sequence so its person (face top, neck, shoulders) sits where the "
+            "reference person is; optionally crops the reference like the official demo.",
+            inputs=[
+                _comfy.Poses.Input("poses", tooltip="The pose sequence to move onto the reference person."),
+                io.Image.Input("reference", tooltip="The reference image the video will be made from."),
+                io.Combo.Input("backend", options=BACKENDS, default="mediapipe",
+                               tooltip="Extractor used on the reference image."),
+                io.Combo.Input("mode", options=cls.MODES, default="align_poses", tooltip=(
+                    "align_poses: move/scale the poses onto the reference person. crop_reference_and_align: "
+                    "first crop the reference to the official square upper-body box (demo notebook), then align "
+                    "to the crop.")),
+            ],
+            outputs=[_comfy.Poses.Output("poses_out", display_name="poses", tooltip="The aligned poses."),
+                     io.Image.Output("reference_out", display_name="reference",
+                                     tooltip="The reference (cropped in crop_reference_and_align mode).")],
+        )
 
-    RETURN_TYPES = (_comfy.POSES, "IMAGE")
-    RETURN_NAMES = ("poses", "reference")
-    FUNCTION = "align"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = ("Moves and scales the pose sequence so its person (face top, neck, shoulders) sits where the "
-                   "reference person is; optionally crops the reference like the official demo.")
+    @classmethod
+    def validate_inputs(cls, backend):
+        return _check_backend(backend)
 
-    def align(self, poses, reference, backend, mode):
+    @classmethod
+    def execute(cls, poses, reference, backend, mode) -> io.NodeOutput:
         from echomimic_core.pose import align_to_reference, crop_reference
 
         ref = _comfy.image_to_uint8(reference, 0)
-        keypoints = get_extractor(backend)(ref)
+        with extractor_session(backend) as extractor:
+            keypoints = extractor(ref)
         if mode == "crop_reference_and_align":
             ref, keypoints, _ = crop_reference(ref, keypoints)
             out_ref = _comfy.uint8_to_image(ref)
         else:
             out_ref = reference[:1]
         aligned = align_to_reference(poses, keypoints, reference_size=ref.shape[:2])
-        return (aligned, out_ref)
+        return io.NodeOutput(aligned, out_ref)
 
 
-class EchoMimicV2FitPoseLength:
+class EchoMimicV2FitPoseLength(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "poses": (_comfy.POSES,),
-                "frame_count": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                        "tooltip": "Target length; connect the audio encoder's frame_count. 0 keeps "
-                                                   "the sequence as it is."}),
-                "policy": (POLICIES, {"default": "loop",
-                                      "tooltip": "How a shorter sequence is lengthened (a longer one is cut): loop, "
-                                                 "pingpong (back and forth), hold (repeat the last frame), trim "
-                                                 "(error when too short)."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2FitPoseLength", "EchoMimicV2 Fit Pose Length",
+            "Cuts or lengthens the pose sequence to the number of video frames.",
+            inputs=[
+                _comfy.Poses.Input("poses", tooltip="The pose sequence."),
+                io.Int.Input("frame_count", default=0, min=0, max=100000, tooltip=(
+                    "Target length; connect the audio encoder's frame_count. 0 keeps the sequence as it is.")),
+                io.Combo.Input("policy", options=POLICIES, default="loop", tooltip=(
+                    "How a shorter sequence is lengthened (a longer one is cut): loop, pingpong (back and forth), "
+                    "hold (repeat the last frame), trim (error when too short).")),
+            ],
+            outputs=[_comfy.Poses.Output("poses_out", display_name="poses", tooltip="The fitted poses."),
+                     io.Int.Output("frame_count_out", display_name="frame_count", tooltip="Frames now.")],
+        )
 
-    RETURN_TYPES = (_comfy.POSES, "INT")
-    RETURN_NAMES = ("poses", "frame_count")
-    FUNCTION = "fit"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = "Cuts or lengthens the pose sequence to the number of video frames."
+    @classmethod
+    def validate_inputs(cls, policy):
+        return True if policy in POLICIES else f"policy must be one of {POLICIES}, got {policy!r}"
 
-    def fit(self, poses, frame_count, policy):
+    @classmethod
+    def execute(cls, poses, frame_count, policy) -> io.NodeOutput:
         from echomimic_core.pose import fit_length
 
         if int(frame_count) <= 0:
-            return (poses, len(poses))
+            return io.NodeOutput(poses, len(poses))
         seq = fit_length(poses, int(frame_count), policy)
-        return (seq, len(seq))
+        return io.NodeOutput(seq, len(seq))
 
 
-class EchoMimicV2PosePreview:
+class EchoMimicV2PosePreview(io.ComfyNode):
     PARTS = ["hands (model input)", "body+hands+face"]
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "poses": (_comfy.POSES,),
-                "width": ("INT", {"default": 768, "min": 8, "max": 4096, "step": 8}),
-                "height": ("INT", {"default": 768, "min": 8, "max": 4096, "step": 8}),
-                "parts": (cls.PARTS, {"default": "hands (model input)",
-                                      "tooltip": "hands: exactly the pose image the sampler feeds the model."}),
-                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
-                                       "tooltip": "Draw at most this many frames (0 = all)."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2PosePreview", "EchoMimicV2 Pose Preview",
+            "Draws the pose sequence as an IMAGE batch (for Preview Image / Create Video).",
+            inputs=[
+                _comfy.Poses.Input("poses", tooltip="The pose sequence to draw."),
+                io.Int.Input("width", default=768, min=8, max=4096, step=8, tooltip="Picture width."),
+                io.Int.Input("height", default=768, min=8, max=4096, step=8, tooltip="Picture height."),
+                io.Combo.Input("parts", options=cls.PARTS, default="hands (model input)",
+                               tooltip="hands: exactly the pose image the sampler feeds the model."),
+                _comfy.advanced(io.Int.Input("max_frames", default=0, min=0, max=100000,
+                                             tooltip="Draw at most this many frames (0 = all).")),
+            ],
+            outputs=[io.Image.Output("images", display_name="images", tooltip="The drawn poses.")],
+        )
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("images",)
-    FUNCTION = "draw"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = "Draws the pose sequence as an IMAGE batch (for Preview Image / Create Video)."
-
-    def draw(self, poses, width, height, parts, max_frames):
+    @classmethod
+    def execute(cls, poses, width, height, parts, max_frames) -> io.NodeOutput:
         from echomimic_core.pose import render_frames
 
         n = len(poses) if not max_frames else min(len(poses), int(max_frames))
         if n == 0:
             raise ValueError("EchoMimicV2 Pose Preview: the pose sequence is empty")
-        kwargs = {} if parts == self.PARTS[0] else {"parts": _all_parts()}
+        kwargs = {} if parts == cls.PARTS[0] else {"parts": _all_parts()}
         frames = render_frames(poses, range(n), int(height), int(width), **kwargs)
-        return (_comfy.uint8_to_image(frames),)
+        return io.NodeOutput(_comfy.uint8_to_image(frames))
 
 
 def _all_parts():
@@ -305,17 +324,6 @@ def _all_parts():
     return getattr(draw, "ALL_PARTS")
 
 
-NODE_CLASS_MAPPINGS = {
-    "EchoMimicV2LoadPoses": EchoMimicV2LoadPoses,
-    "EchoMimicV2ExtractPoses": EchoMimicV2ExtractPoses,
-    "EchoMimicV2AlignPoses": EchoMimicV2AlignPoses,
-    "EchoMimicV2FitPoseLength": EchoMimicV2FitPoseLength,
-    "EchoMimicV2PosePreview": EchoMimicV2PosePreview,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "EchoMimicV2LoadPoses": "EchoMimicV2 Load Poses",
-    "EchoMimicV2ExtractPoses": "EchoMimicV2 Extract Poses (video frames)",
-    "EchoMimicV2AlignPoses": "EchoMimicV2 Align Poses to Reference",
-    "EchoMimicV2FitPoseLength": "EchoMimicV2 Fit Pose Length",
-    "EchoMimicV2PosePreview": "EchoMimicV2 Pose Preview",
-}
+NODES = [EchoMimicV2LoadPoses, EchoMimicV2ExtractPoses, EchoMimicV2AlignPoses, EchoMimicV2FitPoseLength,
+         EchoMimicV2PosePreview]
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _comfy.legacy_mappings(NODES)

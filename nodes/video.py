@@ -7,6 +7,8 @@ from fractions import Fraction
 
 import torch
 
+from comfy_api.latest import io
+
 from . import _comfy
 
 
@@ -36,32 +38,34 @@ def fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-class EchoMimicV2VideoCombine:
+class EchoMimicV2VideoCombine(io.ComfyNode):
     """IMAGE frames + optional AUDIO + fps -> VIDEO (comfy_api VideoFromComponents)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "images": ("IMAGE", {"tooltip": "The generated frames (an IMAGE batch)."}),
-                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                                  "tooltip": "Frame rate; connect the sampler's fps output."}),
-            },
-            "optional": {
-                "audio": ("AUDIO", {"tooltip": "Speech to mux; cut or padded to the video's length."}),
-            },
-        }
+    def define_schema(cls) -> io.Schema:
+        return _comfy.schema(
+            "EchoMimicV2VideoCombine", "EchoMimicV2 Video Combine",
+            "Frames + speech + fps as ComfyUI's VIDEO type (audio cut to the video length); save it with the "
+            "core Save Video node.",
+            inputs=[
+                io.Image.Input("images", tooltip="The generated frames (an IMAGE batch)."),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=0.01,
+                               tooltip="Frame rate; connect the sampler's fps output."),
+                io.Audio.Input("audio", optional=True, tooltip="Speech to mux; cut or padded to the video's length."),
+            ],
+            outputs=[io.Video.Output("video", display_name="video", tooltip="For the core Save Video node.")],
+        )
 
-    RETURN_TYPES = ("VIDEO",)
-    RETURN_NAMES = ("video",)
-    FUNCTION = "combine"
-    CATEGORY = _comfy.CATEGORY
-    DESCRIPTION = ("Frames + speech + fps as ComfyUI's VIDEO type (audio cut to the video length); "
-                   "save it with the core Save Video node.")
+    @classmethod
+    def validate_inputs(cls, fps):
+        # a linked fps arrives as None here (known only at run time)
+        if fps is not None and (not math.isfinite(fps) or fps <= 0):
+            return f"fps must be positive (got {fps})"
+        return True
 
-    def combine(self, images, fps, audio=None):
-        from comfy_api.input_impl import VideoFromComponents
-        from comfy_api.util import VideoComponents
+    @classmethod
+    def execute(cls, images, fps, audio=None) -> io.NodeOutput:
+        from comfy_api.latest import InputImpl, Types
 
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"EchoMimicV2 Video Combine: expected an IMAGE batch [frames, H, W, 3], "
@@ -69,10 +73,10 @@ class EchoMimicV2VideoCombine:
         if not fps or not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"EchoMimicV2 Video Combine: fps must be positive (got {fps})")
         frames = int(images.shape[0])
-        video = VideoFromComponents(VideoComponents(
+        video = InputImpl.VideoFromComponents(Types.VideoComponents(
             images=images[..., :3], audio=fit_audio(audio, frames, fps), frame_rate=fps_fraction(fps)))
-        return (video,)
+        return io.NodeOutput(video)
 
 
-NODE_CLASS_MAPPINGS = {"EchoMimicV2VideoCombine": EchoMimicV2VideoCombine}
-NODE_DISPLAY_NAME_MAPPINGS = {"EchoMimicV2VideoCombine": "EchoMimicV2 Video Combine"}
+NODES = [EchoMimicV2VideoCombine]
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = _comfy.legacy_mappings(NODES)

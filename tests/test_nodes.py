@@ -17,39 +17,78 @@ from conftest import REPO
 from test_nodes_helpers import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_pack,  # noqa: F401
                                 node_module)
 
-CUSTOM_TYPES = {"ECHOMIMIC_MODELS", "ECHOMIMIC_AUDIO_FEATURES", "ECHOMIMIC_POSES"}
+CUSTOM_TYPES = {"ECHOMIMIC_MODELS", "ECHOMIMIC_AUDIO_FEATURES", "ECHOMIMIC_POSES", "ECHOMIMIC_CONTEXT",
+                "ECHOMIMIC_SAMPLER_PRESET"}
 CORE_TYPES = {"IMAGE", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN"}
 EXPECTED_NODES = {
     "EchoMimicV2ModelLoader", "EchoMimicV2AudioEncoder", "EchoMimicV2LoadPoses", "EchoMimicV2ExtractPoses",
     "EchoMimicV2AlignPoses", "EchoMimicV2FitPoseLength", "EchoMimicV2PosePreview", "EchoMimicV2Sampler",
     "EchoMimicV2SampleToFile", "EchoMimicV2VideoCombine", "EchoMimicV2DemoInputs",
 }
+NEW_NODES = {"EchoMimicV2ContextOptions", "EchoMimicV2SamplerPreset"}
 
 
 def nodes():
-    return load_pack().NODE_CLASS_MAPPINGS
+    return node_package().NODE_CLASS_MAPPINGS
+
+
+def node_package():
+    load_pack()
+    import importlib
+
+    from test_nodes_helpers import PACK_MODULE
+
+    return importlib.import_module(f"{PACK_MODULE}.nodes")
+
+
+def run(node_id: str, *args, **kwargs):
+    """Execute a V3 node's ``execute`` as ComfyUI would (outside a prompt); returns its output tuple."""
+    out = nodes()[node_id].execute(*args, **kwargs)
+    return out.args
 
 
 # ------------------------------------------------------------------ registration and conventions
-def test_every_node_is_registered_with_a_display_name(comfy_dirs):
+def test_every_node_is_registered_through_the_v3_entrypoint(comfy_dirs):
+    import asyncio
+
+    from comfy_api.latest import ComfyExtension, io
+
     pack = load_pack()
-    assert set(pack.NODE_CLASS_MAPPINGS) == EXPECTED_NODES
-    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == EXPECTED_NODES
+    # V3 only: ComfyUI prefers NODE_CLASS_MAPPINGS when a pack has both, so the root must not export it
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS") and callable(pack.comfy_entrypoint)
+    ext = asyncio.run(pack.comfy_entrypoint())
+    assert isinstance(ext, ComfyExtension)
+    classes = asyncio.run(ext.get_node_list())
+    assert all(issubclass(c, io.ComfyNode) for c in classes)
+    ids = [c.define_schema().node_id for c in classes]
+    assert set(ids) == EXPECTED_NODES | NEW_NODES and len(ids) == len(set(ids))
+    assert classes == node_package().NODES
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_NODES))
+def test_node_families_are_one_list(comfy_dirs):
+    pkg = node_package()
+    assert [c for m in pkg.NODE_MODULES for c in m.NODES] == pkg.NODES
+    for module in pkg.NODE_MODULES:  # the convention new families follow (gesture.py, lora.py)
+        assert set(module.NODE_CLASS_MAPPINGS) == {c.define_schema().node_id for c in module.NODES}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_NODES | NEW_NODES))
 def test_node_declaration(comfy_dirs, name):
+    from comfy_api.latest import io
+
     cls = nodes()[name]
-    spec = cls.INPUT_TYPES()
-    assert set(spec) <= {"required", "optional", "hidden"}
-    assert callable(getattr(cls(), cls.FUNCTION))
-    assert cls.CATEGORY == "EchoMimicV2"
-    assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
-    # only core types and our three custom types travel on sockets
+    assert issubclass(cls, io.ComfyNode)
+    schema = cls.GET_SCHEMA()
+    assert schema.node_id == name and name.startswith("EchoMimicV2") and schema.category == "EchoMimicV2"
+    assert schema.description and schema.display_name.startswith("EchoMimicV2")
+    assert io.Hidden.unique_id in schema.hidden  # the progress bar names its node
+    info = cls.GET_NODE_INFO_V1()
     for section in ("required", "optional"):
-        for decl in spec.get(section, {}).values():
-            assert isinstance(decl[0], list) or decl[0] in CORE_TYPES | CUSTOM_TYPES, decl
-    assert set(cls.RETURN_TYPES) <= CORE_TYPES | CUSTOM_TYPES
+        for key, (kind, opts) in info["input"].get(section, {}).items():
+            assert kind in CORE_TYPES | CUSTOM_TYPES | {"COMBO"}, (key, kind)
+            assert opts.get("tooltip"), f"{name}.{key} has no tooltip"
+    assert set(info["output"]) <= CORE_TYPES | CUSTOM_TYPES
+    assert all(info["output_tooltips"]), name
 
 
 def test_only_nodes_and_root_init_import_comfyui():
@@ -109,7 +148,7 @@ def test_missing_model_file_gives_a_clear_error(comfy_dirs):
     from echomimic_core.errors import EchoMimicError
 
     with pytest.raises(EchoMimicError) as err:
-        nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2/broken", "normal", "auto", "auto", "keep_loaded")
+        run("EchoMimicV2ModelLoader", "echomimic_v2/broken", "normal", "auto", "auto", "keep_loaded")
     assert "denoising_unet" in str(err.value)
 
 
@@ -117,62 +156,93 @@ def test_acc_variant_without_acc_files_names_them(comfy_dirs):
     from echomimic_core.errors import EchoMimicError
 
     with pytest.raises(EchoMimicError) as err:
-        nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2/broken", "acc", "fp32", "cpu", "keep_loaded")
+        run("EchoMimicV2ModelLoader", "echomimic_v2/broken", "acc", "fp32", "cpu", "keep_loaded")
     assert "_acc" in str(err.value)
 
 
 @pytest.fixture(scope="module")
 def models(comfy_dirs):
-    (handle,) = nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2", "normal", "auto", "auto", "keep_loaded")
+    (handle,) = run("EchoMimicV2ModelLoader", "echomimic_v2", "normal", "auto", "auto", "keep_loaded")
     return handle
 
 
-def test_loader_caches_between_runs(models):
-    (again,) = nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2", "normal", "auto", "auto", "keep_loaded")
-    assert again is models
+def test_loader_hands_the_networks_to_comfyui_model_management(models):
+    import comfy.model_management as mm
+
     assert models.dtype == torch.float32 and models.device.type == "cpu"  # auto on a CPU ComfyUI
     assert models.variant == "normal"
+    assert type(models.patcher).__name__.endswith("ModelPatcher")
+    assert models.patcher.load_device == mm.get_torch_device() and models.patcher.offload_device == mm.unet_offload_device()
+    nets = set(map(id, models.models.networks().values()))
+    assert {id(m) for m in models.patcher.model.values()} == nets
+    assert models.patcher.model_size() == sum(mm.module_size(m) for m in models.models.networks().values())
+
+
+def test_loader_has_no_cache_of_its_own(comfy_dirs, models):
+    # ComfyUI's node cache keeps the output between runs; a second execute loads a second set
+    (again,) = run("EchoMimicV2ModelLoader", "echomimic_v2", "normal", "auto", "auto", "keep_loaded")
+    assert again is not models and again.patcher is not models.patcher
+    loader = nodes()["EchoMimicV2ModelLoader"]
+    fp = loader.fingerprint_inputs("echomimic_v2", "normal", "auto", "auto", "keep_loaded")
+    assert fp == loader.fingerprint_inputs("echomimic_v2", "normal", "auto", "auto", "keep_loaded")
+
+
+def test_loader_cheap_checks(comfy_dirs):
+    loader = nodes()["EchoMimicV2ModelLoader"]
+    assert loader.validate_inputs("echomimic_v2", "normal") is True
+    assert "no acc variant" in loader.validate_inputs("(embedded demo)", "acc")
+    from echomimic_core.errors import EchoMimicError
+
+    with pytest.raises(EchoMimicError, match="no acc variant"):
+        run("EchoMimicV2ModelLoader", "(embedded demo)", "acc", "auto", "auto", "keep_loaded")
+
+
+def test_loader_offers_the_safetensors_conversion(comfy_dirs):
+    loader = node_module("loader")
+    folder = str(comfy_dirs["models"] / "echomimic_v2")
+    assert "reference_unet.pth" in loader.pickle_weights(folder)
+    assert "python -m echomimic_core.convert" in loader.conversion_hint(folder)
 
 
 # ------------------------------------------------------------------ audio
 @pytest.fixture(scope="module")
 def features(models):
-    return nodes()["EchoMimicV2AudioEncoder"]().encode(models, audio_dict(), 24.0)
+    return run("EchoMimicV2AudioEncoder", models, audio_dict(), 24.0)
 
 
 def test_audio_encoder_counts_frames_at_fps(models, features):
     feats, frames, fps = features
     assert frames == 72 and fps == 24.0  # 3.000 s at 24 fps
     assert feats.chunks.shape[0] >= frames and feats.chunks.shape[-1] == 384
-    _, frames25, _ = nodes()["EchoMimicV2AudioEncoder"]().encode(models, audio_dict(seconds=2.0), 25.0)
+    _, frames25, _ = run("EchoMimicV2AudioEncoder", models, audio_dict(seconds=2.0), 25.0)
     assert frames25 == 50
 
 
 def test_audio_encoder_takes_stereo_44k_like_load_audio(models):
     audio = audio_dict("speech_en_3s_44k_stereo.mp3")
     assert audio["waveform"].shape[1] == 2 and audio["sample_rate"] == 44100
-    _, frames, _ = nodes()["EchoMimicV2AudioEncoder"]().encode(models, audio, 24.0)
+    _, frames, _ = run("EchoMimicV2AudioEncoder", models, audio, 24.0)
     assert frames in (72, 73)
 
 
 def test_audio_encoder_rejects_empty_audio(models):
     with pytest.raises(ValueError, match="empty"):
-        nodes()["EchoMimicV2AudioEncoder"]().encode(models, {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, 24.0)
+        run("EchoMimicV2AudioEncoder", models, {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, 24.0)
 
 
 # ------------------------------------------------------------------ poses
 def test_load_poses_from_the_input_folder(comfy_dirs):
     node = nodes()["EchoMimicV2LoadPoses"]
-    assert "echomimic_poses/01" in node.INPUT_TYPES()["required"]["pose_source"][0]
-    seq, n = node().load("echomimic_poses/01", 24.0)
+    assert "echomimic_poses/01" in node.INPUT_TYPES()["required"]["pose_source"][1]["options"]
+    seq, n = node.execute("echomimic_poses/01", 24.0).args
     assert n == 48 == len(seq)
-    assert node.IS_CHANGED("echomimic_poses/01", 24.0) == node.IS_CHANGED("echomimic_poses/01", 24.0)
-    seq2, n2 = node().load("ignored", 25.0, path=str(MEDIA / "pose" / "fight"))
+    assert node.fingerprint_inputs("echomimic_poses/01", 24.0) == node.fingerprint_inputs("echomimic_poses/01", 24.0)
+    seq2, n2 = node.execute("ignored", 25.0, path=str(MEDIA / "pose" / "fight")).args
     assert n2 == 48 and seq2.fps == 25.0
     with pytest.raises(FileNotFoundError, match="echomimic_poses"):
-        node().load("echomimic_poses/missing", 24.0)
+        node.execute("echomimic_poses/missing", 24.0)
     with pytest.raises(ValueError, match="outside"):
-        node().load("../../etc", 24.0)
+        node.execute("../../etc", 24.0)
 
 
 def test_load_poses_reads_our_file_format(comfy_dirs):
@@ -181,52 +251,52 @@ def test_load_poses_reads_our_file_format(comfy_dirs):
     seq = load_pose_sequence(MEDIA / "pose" / "01")
     save_pose_sequence(seq, comfy_dirs["input"] / "echomimic_poses" / "mine.npz")
     node = nodes()["EchoMimicV2LoadPoses"]
-    assert "echomimic_poses/mine.npz" in node.INPUT_TYPES()["required"]["pose_source"][0]
-    _, n = node().load("echomimic_poses/mine.npz", 24.0)
+    assert "echomimic_poses/mine.npz" in node.INPUT_TYPES()["required"]["pose_source"][1]["options"]
+    _, n = node.execute("echomimic_poses/mine.npz", 24.0).args
     assert n == 48
 
 
 @pytest.mark.parametrize("policy, first", [("loop", [0, 1, 2]), ("pingpong", [0, 1, 2]), ("hold", [0, 1, 2])])
 def test_fit_pose_length(comfy_dirs, policy, first):
-    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
-    fitted, n = nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 100, policy)
+    seq, _ = run("EchoMimicV2LoadPoses", "echomimic_poses/01", 24.0)
+    fitted, n = run("EchoMimicV2FitPoseLength", seq, 100, policy)
     assert n == 100 == len(fitted)
-    short, n = nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 10, policy)
+    short, n = run("EchoMimicV2FitPoseLength", seq, 10, policy)
     assert n == 10
-    same, n = nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 0, policy)
+    same, n = run("EchoMimicV2FitPoseLength", seq, 0, policy)
     assert same is seq and n == 48
 
 
 def test_fit_pose_length_trim_refuses_to_lengthen(comfy_dirs):
     from echomimic_core.errors import InputError
 
-    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
+    seq, _ = run("EchoMimicV2LoadPoses", "echomimic_poses/01", 24.0)
     with pytest.raises(InputError, match="trim"):
-        nodes()["EchoMimicV2FitPoseLength"]().fit(seq, 100, "trim")
+        run("EchoMimicV2FitPoseLength", seq, 100, "trim")
 
 
 def test_pose_preview_draws_the_model_input(comfy_dirs):
     from echomimic_core.pose import render_frames
 
-    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
-    (images,) = nodes()["EchoMimicV2PosePreview"]().draw(seq, 96, 64, "hands (model input)", 5)
+    seq, _ = run("EchoMimicV2LoadPoses", "echomimic_poses/01", 24.0)
+    (images,) = run("EchoMimicV2PosePreview", seq, 96, 64, "hands (model input)", 5)
     assert images.shape == (5, 64, 96, 3) and images.dtype == torch.float32
     expected = render_frames(seq, range(5), 64, 96)
     assert np.array_equal((images.numpy() * 255).round().astype(np.uint8), expected)
-    (full,) = nodes()["EchoMimicV2PosePreview"]().draw(seq, 64, 64, "body+hands+face", 0)
+    (full,) = run("EchoMimicV2PosePreview", seq, 64, 64, "body+hands+face", 0)
     assert full.shape[0] == 48 and full.sum() > images[:1].sum()
 
 
 def test_extract_and_align_poses_with_mediapipe(comfy_dirs):
     pytest.importorskip("mediapipe")
     frames = torch.cat([image_tensor("echomimicv2_demo_0014.png", 256), image_tensor("echomimicv2_demo_0047.png", 256)])
-    seq, n = nodes()["EchoMimicV2ExtractPoses"]().extract(frames, "mediapipe", 24.0)
+    seq, n = run("EchoMimicV2ExtractPoses", frames, "mediapipe", 24.0)
     assert n == 2 and seq.fps == 24.0
     assert (np.asarray(seq[0]["hands"]) > 0).any()
     ref = image_tensor("echomimicv2_demo_0035.png", 384)
-    aligned, out_ref = nodes()["EchoMimicV2AlignPoses"]().align(seq, ref, "mediapipe", "align_poses")
+    aligned, out_ref = run("EchoMimicV2AlignPoses", seq, ref, "mediapipe", "align_poses")
     assert len(aligned) == 2 and out_ref.shape == (1, 384, 384, 3)
-    cropped, crop_ref = nodes()["EchoMimicV2AlignPoses"]().align(seq, ref, "mediapipe", "crop_reference_and_align")
+    cropped, crop_ref = run("EchoMimicV2AlignPoses", seq, ref, "mediapipe", "crop_reference_and_align")
     assert len(cropped) == 2 and crop_ref.shape == (1, 768, 768, 3)
 
 
@@ -241,10 +311,8 @@ def test_extract_poses_resamples_the_motion_in_time(comfy_dirs):
 def test_dwpose_without_onnx_files_names_them(comfy_dirs):
     from echomimic_core.errors import ModelFilesNotFoundError
 
-    pose = node_module("pose")
-    pose._EXTRACTORS.pop("dwpose", None)
     with pytest.raises(ModelFilesNotFoundError, match="yolox_l.onnx"):
-        nodes()["EchoMimicV2ExtractPoses"]().extract(image_tensor(size=64), "dwpose", 24.0)
+        run("EchoMimicV2ExtractPoses", image_tensor(size=64), "dwpose", 24.0)
 
 
 # ------------------------------------------------------------------ video combine
@@ -253,7 +321,7 @@ def test_video_combine_makes_a_core_video_with_audio_cut_to_length(comfy_dirs, t
 
     frames = torch.rand(10, 32, 48, 3)
     audio = audio_dict()
-    (video,) = nodes()["EchoMimicV2VideoCombine"]().combine(frames, 24.0, audio)
+    (video,) = run("EchoMimicV2VideoCombine", frames, 24.0, audio)
     assert isinstance(video, VideoInput)
     comp = video.get_components()
     assert comp.images.shape == (10, 32, 48, 3)
@@ -272,10 +340,10 @@ def test_video_combine_makes_a_core_video_with_audio_cut_to_length(comfy_dirs, t
 
 def test_video_combine_pads_short_audio_and_works_without(comfy_dirs):
     short = {"waveform": torch.ones(1, 2, 100), "sample_rate": 8000}
-    (video,) = nodes()["EchoMimicV2VideoCombine"]().combine(torch.rand(24, 16, 16, 3), 24.0, short)
+    (video,) = run("EchoMimicV2VideoCombine", torch.rand(24, 16, 16, 3), 24.0, short)
     wf = video.get_components().audio["waveform"]
     assert wf.shape == (1, 2, 8000) and wf[..., 100:].abs().sum() == 0
-    (silent,) = nodes()["EchoMimicV2VideoCombine"]().combine(torch.rand(3, 16, 16, 3), 12.5)
+    (silent,) = run("EchoMimicV2VideoCombine", torch.rand(3, 16, 16, 3), 12.5)
     assert silent.get_components().audio is None
     assert silent.get_components().frame_rate == Fraction(25, 2)
 
@@ -286,8 +354,8 @@ SAMPLER_ARGS = dict(seed=7, steps=2, cfg=2.5, context_frames=12, context_overlap
 
 @pytest.fixture(scope="module")
 def poses(comfy_dirs, features):
-    seq, _ = nodes()["EchoMimicV2LoadPoses"]().load("echomimic_poses/01", 24.0)
-    return nodes()["EchoMimicV2FitPoseLength"]().fit(seq, features[1], "loop")[0]
+    seq, _ = run("EchoMimicV2LoadPoses", "echomimic_poses/01", 24.0)
+    return run("EchoMimicV2FitPoseLength", seq, features[1], "loop")[0]
 
 
 @pytest.fixture()
@@ -302,7 +370,7 @@ def progress_calls():
 
 
 def test_sampler_returns_an_image_batch_and_reports_progress(models, features, poses, progress_calls):
-    images, fps, count = nodes()["EchoMimicV2Sampler"]().sample(models, image_tensor(size=128), features[0], poses,
+    images, fps, count = run("EchoMimicV2Sampler", models, image_tensor(size=128), features[0], poses,
                                                                   **SAMPLER_ARGS)
     assert images.shape == (16, 64, 64, 3) and images.dtype == torch.float32 and images.device.type == "cpu"
     assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0 and float(images.std()) > 0
@@ -317,7 +385,7 @@ def test_sampler_honours_comfyui_interrupt(models, features, poses):
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            nodes()["EchoMimicV2Sampler"]().sample(models, image_tensor(size=64), features[0], poses, **SAMPLER_ARGS)
+            run("EchoMimicV2Sampler", models, image_tensor(size=64), features[0], poses, **SAMPLER_ARGS)
         assert not mm.processing_interrupted()  # the flag is consumed, the next run is not affected
     finally:
         mm.interrupt_current_processing(False)
@@ -325,23 +393,23 @@ def test_sampler_honours_comfyui_interrupt(models, features, poses):
 
 def test_sampler_rejects_bad_context(models, features, poses):
     with pytest.raises(ValueError, match="context_overlap"):
-        nodes()["EchoMimicV2Sampler"]().sample(models, image_tensor(size=64), features[0], poses,
+        run("EchoMimicV2Sampler", models, image_tensor(size=64), features[0], poses,
                                                **{**SAMPLER_ARGS, "context_overlap": 12})
 
 
 def test_sample_to_file_streams_an_atomic_mp4(comfy_dirs, models, features, poses):
     from echomimic_core.video import probe
 
-    out = nodes()["EchoMimicV2SampleToFile"]().sample(models, image_tensor(size=64), features[0], poses,
-                                                      **{**SAMPLER_ARGS, "length": 12},
-                                                      filename_prefix="unit/EchoMimicV2", crf=23, audio=audio_dict())
-    item = out["ui"]["images"][0]
+    out = nodes()["EchoMimicV2SampleToFile"].execute(models, image_tensor(size=64), features[0], poses,
+                                                     **{**SAMPLER_ARGS, "length": 12},
+                                                     filename_prefix="unit/EchoMimicV2", crf=23, audio=audio_dict())
+    item = out.ui.as_dict()["images"][0]
     path = comfy_dirs["output"] / item["subfolder"] / item["filename"]
-    assert item["type"] == "output" and path.is_file() and out["result"][1] == str(path)
+    assert item["type"] == "output" and path.is_file() and out.args[1] == str(path)
     facts = probe(path)
     assert facts["video"]["width"] == 64 and facts["audio"]["codec"] == "aac"
     assert facts["audio"]["duration"] == pytest.approx(12 / 24, abs=0.08)
-    w, h = out["result"][0].get_dimensions()
+    w, h = out.args[0].get_dimensions()
     assert (w, h) == (64, 64)
 
 
@@ -355,7 +423,7 @@ def test_interrupted_sample_to_file_leaves_no_file(comfy_dirs, models, features,
     comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.interrupt_current_processing(True))
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            nodes()["EchoMimicV2SampleToFile"]().sample(models, image_tensor(size=64), features[0], poses,
+            run("EchoMimicV2SampleToFile", models, image_tensor(size=64), features[0], poses,
                                                         **SAMPLER_ARGS, filename_prefix="unit/cancelled", crf=23,
                                                         audio=audio_dict())
     finally:
@@ -364,20 +432,15 @@ def test_interrupted_sample_to_file_leaves_no_file(comfy_dirs, models, features,
     assert set(Path(comfy_dirs["output"]).rglob("*")) - before <= {comfy_dirs["output"] / "unit"}
 
 
-def test_offload_after_run_moves_weights_to_the_offload_device(comfy_dirs):
-    loader = node_module("loader")
-    (handle,) = nodes()["EchoMimicV2ModelLoader"]().load("echomimic_v2", "normal", "fp32", "cpu", "offload_after_run")
+def test_offload_after_run_hands_the_weights_back(comfy_dirs):
+    import comfy.model_management as mm
+
+    (handle,) = run("EchoMimicV2ModelLoader", "echomimic_v2", "normal", "fp32", "cpu", "offload_after_run")
     assert handle.offload
-    moved = []
-    handle.models.to = lambda device=None, dtype=None: moved.append(device)  # record instead of moving
-    try:
-        handle.to_compute()
-        handle.after_run()
-    finally:
-        del handle.models.to
-        handle.offload = False
-    assert [torch.device(d).type for d in moved] == ["cpu", "cpu"]
-    assert loader is not None
+    handle.to_compute()
+    assert any(lm.model is handle.patcher for lm in mm.current_loaded_models)
+    handle.after_run()
+    assert not any(lm.model is handle.patcher for lm in mm.current_loaded_models)
 
 
 def test_loader_reads_the_older_packs_echo_mimic_layout(comfy_dirs, tmp_path):
@@ -399,9 +462,8 @@ def test_loader_reads_the_older_packs_echo_mimic_layout(comfy_dirs, tmp_path):
     fp.add_model_folder_path("echo_mimic", str(root))
     try:
         assert "echo_mimic" in node_module("loader").list_model_folders()
-        (handle,) = nodes()["EchoMimicV2ModelLoader"]().load("echo_mimic", "normal", "fp32", "cpu", "keep_loaded")
-        _, frames, _ = nodes()["EchoMimicV2AudioEncoder"]().encode(handle, audio_dict(seconds=1.0), 24.0)
+        (handle,) = run("EchoMimicV2ModelLoader", "echo_mimic", "normal", "fp32", "cpu", "keep_loaded")
+        _, frames, _ = run("EchoMimicV2AudioEncoder", handle, audio_dict(seconds=1.0), 24.0)
         assert frames == 24
     finally:
         fp.folder_names_and_paths["echo_mimic"][0].remove(str(root))
-        node_module("loader").clear_cache()

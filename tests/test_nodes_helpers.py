@@ -31,6 +31,41 @@ def comfy_importable() -> bool:
     return (COMFYUI_DIR / "folder_paths.py").is_file()
 
 
+STUBS = SHARED / "tools" / "comfyui_stubs"
+
+
+def use_import_stubs() -> None:
+    """comfy.model_patcher imports torchvision/torchaudio through comfy.model_base; where the real
+    packages cannot be imported (CPU test venv), the shared import-only stubs stand in, as they do for
+    the headless server. transformers decides "torchvision is available" from find_spec alone, so with
+    the stub on the path it is told the truth (the same hook the headless server gets)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None and importlib.util.find_spec("torchaudio") is not None:
+        return
+    if str(STUBS) not in sys.path:
+        sys.path.append(str(STUBS))
+    # the stub's module __getattr__ raises ImportError, so `from torchvision import transforms` only finds
+    # the stub sub-packages once they are imported (ComfyUI's start-up does that, a bare test does not)
+    import importlib
+
+    for sub in ("torchvision.transforms", "torchvision.models"):
+        importlib.import_module(sub)
+    import transformers.utils as tu
+    import transformers.utils.import_utils as iu
+
+    def unavailable(*args, **kwargs):
+        return False
+
+    for module in (tu, iu):
+        for name in ("is_torchvision_available", "is_torchvision_v2_available"):
+            if hasattr(module, name):
+                setattr(module, name, unavailable)
+    mapping = getattr(iu, "BACKENDS_MAPPING", None)
+    if mapping is not None and "torchvision" in mapping:
+        mapping["torchvision"] = (unavailable, mapping["torchvision"][1])
+
+
 def import_comfy():
     """Import the vendored ComfyUI modules the pack uses (CPU mode); returns folder_paths."""
     if not comfy_importable():
@@ -38,6 +73,7 @@ def import_comfy():
     sys.dont_write_bytecode = True  # the vendored tree is read-only material
     if str(COMFYUI_DIR) not in sys.path:
         sys.path.append(str(COMFYUI_DIR))
+    use_import_stubs()
     import comfy.options
 
     comfy.options.enable_args_parsing(False)
