@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SHARED
-from test_nodes_helpers import MEDIA, load_pack, make_broken_models_dir, make_models_dir
+from test_nodes_helpers import MEDIA, load_nodes, make_broken_models_dir, make_models_dir
 from test_workflows import NAMES, ui_to_api
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -132,7 +132,8 @@ def _post(url: str, body: dict):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.load(r)
+            body = r.read()  # POST /free answers with an empty body
+            return r.status, json.loads(body) if body else {}
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"{}")
 
@@ -212,33 +213,42 @@ def probe(path: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-def test_object_info_lists_every_node_with_its_inputs(comfy):
+def test_object_info_lists_every_node_with_its_v3_schema(comfy):
     info = _get(comfy["COMFYUI_URL"] + "/object_info")
-    pack = load_pack()
+    pack = load_nodes()
+    assert len(pack.NODES) == len(pack.NODE_CLASS_MAPPINGS) >= 13
     for name, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert name in info, f"{name} not registered"
         node = info[name]
-        spec = cls.INPUT_TYPES()
+        spec = cls.GET_NODE_INFO_V1()
         for section in ("required", "optional"):
-            assert list(node["input"].get(section, {})) == list(spec.get(section, {})), (name, section)
+            assert list(node["input"].get(section, {})) == list(spec["input"].get(section, {})), (name, section)
+            for key, (kind, opts) in node["input"].get(section, {}).items():
+                assert opts.get("tooltip"), (name, key)
         assert node["output"] == list(cls.RETURN_TYPES)
         assert node["category"] == "EchoMimicV2"
         assert node["display_name"] == pack.NODE_DISPLAY_NAME_MAPPINGS[name]
+        assert "unique_id" in node["input"].get("hidden", {})
+    assert info["EchoMimicV2ModelLoader"]["input"]["required"]["dtype"][1]["advanced"] is True
     # the model folders found in models/echomimic_v2 and the pose folders in input/echomimic_poses
-    folders = info["EchoMimicV2ModelLoader"]["input"]["required"]["model_folder"][0]
+    folders = info["EchoMimicV2ModelLoader"]["input"]["required"]["model_folder"][1]["options"]
     assert "echomimic_v2" in folders and "echomimic_v2/broken" in folders
-    sources = info["EchoMimicV2LoadPoses"]["input"]["required"]["pose_source"][0]
+    sources = info["EchoMimicV2LoadPoses"]["input"]["required"]["pose_source"][1]["options"]
     assert "echomimic_poses/01" in sources
     for core in ("LoadAudio", "LoadImage", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage"):
         assert core in info
 
 
-def test_ui_workflows_are_offered_as_templates(comfy):
-    """ComfyUI serves a pack's workflows/*.json as editor templates (API files sit in workflows/api/)."""
+def test_ui_workflows_are_offered_as_templates_with_thumbnails(comfy):
+    """ComfyUI serves a pack's example_workflows/*.json (+ same-name .jpg) as editor templates (API
+    files sit in workflows/api/, which is not a template folder)."""
     templates = _get(comfy["COMFYUI_URL"] + "/workflow_templates")
     assert sorted(templates.get(PACK_NAME, [])) == sorted(NAMES)
-    ui = _get(f"{comfy['COMFYUI_URL']}/api/workflow_templates/{PACK_NAME}/{NAMES[0]}.json")
-    assert ui["nodes"] and ui["links"]
+    for name in NAMES:
+        ui = _get(f"{comfy['COMFYUI_URL']}/api/workflow_templates/{PACK_NAME}/{name}.json")
+        assert ui["nodes"] and ui["links"]
+        with urllib.request.urlopen(f"{comfy['COMFYUI_URL']}/api/workflow_templates/{PACK_NAME}/{name}.jpg") as r:
+            assert r.status == 200 and r.read(3) == b"\xff\xd8\xff"  # a JPEG
 
 
 def test_core_widget_order_matches_object_info(comfy):
@@ -268,7 +278,7 @@ def test_core_widget_order_matches_object_info(comfy):
 def test_api_workflow_equals_ui_workflow_under_server_schema(comfy, name):
     """Convert the UI workflow with the widget order served by /object_info and compare with the API file."""
     info = _get(comfy["COMFYUI_URL"] + "/object_info")
-    ui = json.loads((REPO / "workflows" / f"{name}.json").read_text())
+    ui = json.loads((REPO / "example_workflows" / f"{name}.json").read_text())
     orders = {}
     for node in ui["nodes"]:
         spec = info[node["type"]]
@@ -383,3 +393,56 @@ def test_interrupt_stops_the_sampler_mid_run(comfy):
     entry = wait(comfy, prompt_id, timeout=60)
     assert entry["status"]["status_str"] == "error"  # ComfyUI records an interrupted run as not successful
     assert _get(url + "/queue")["queue_running"] == []
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def demo_weight_bytes() -> int:
+    """fp32 bytes of the embedded demo model's networks + whisper (the loader's auto dtype on CPU)."""
+    import math
+
+    from safetensors import safe_open
+
+    total = 0
+    for path in (REPO / "echomimic_core" / "assets" / "demo_model").rglob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) * 4 for key in f.keys())
+    return total
+
+
+def test_free_model_and_node_cache_frees_the_weights_and_the_next_run_reloads(comfy):
+    """"Free model and node cache" (POST /free) drops the EchoMimicV2 weights from the server process
+    (RSS falls by about the model's size) and the next run loads them again (the loader runs, it is not
+    served from ComfyUI's cache)."""
+    pid, url = int(comfy["COMFYUI_PID"]), comfy["COMFYUI_URL"]
+    api = small(load_api("echomimic_v2_embedded_demo"))
+    loader = next(k for k, n in api.items() if n["class_type"] == "EchoMimicV2ModelLoader")
+
+    def run_once():
+        entry = wait(comfy, queue(comfy, api))
+        assert entry["status"]["status_str"] == "success", explain(entry)
+        cached = [d.get("nodes", []) for kind, d in entry["status"]["messages"] if kind == "execution_cached"]
+        return entry, {n for c in cached for n in c}
+
+    _post(url + "/free", {"unload_models": True, "free_memory": True})
+    time.sleep(3)
+    run_once()
+    loaded = rss_bytes(pid)
+    status, _ = _post(url + "/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    freed = loaded
+    for _ in range(40):  # the worker handles the flag between prompts, then collects garbage
+        time.sleep(0.5)
+        freed = min(freed, rss_bytes(pid))
+    weights = demo_weight_bytes()
+    print(f"\nembedded demo weights {weights / 2**20:.1f} MiB (fp32); server RSS after a run "
+          f"{loaded / 2**20:.1f} MiB, after /free {freed / 2**20:.1f} MiB (-{(loaded - freed) / 2**20:.1f} MiB)")
+    assert loaded - freed >= 0.8 * weights
+    _, cached = run_once()
+    assert loader not in cached  # loaded again, not taken from the cache
+    assert rss_bytes(pid) - freed >= 0.8 * weights

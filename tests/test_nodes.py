@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from test_nodes_helpers import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_pack,  # noqa: F401
-                                node_module)
+from test_nodes_helpers import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_nodes,  # noqa: F401
+                                load_pack, node_module)
 
 CUSTOM_TYPES = {"ECHOMIMIC_MODELS", "ECHOMIMIC_AUDIO_FEATURES", "ECHOMIMIC_POSES", "ECHOMIMIC_CONTEXT",
                 "ECHOMIMIC_SAMPLER_PRESET"}
@@ -33,12 +33,7 @@ def nodes():
 
 
 def node_package():
-    load_pack()
-    import importlib
-
-    from test_nodes_helpers import PACK_MODULE
-
-    return importlib.import_module(f"{PACK_MODULE}.nodes")
+    return load_nodes()
 
 
 def run(node_id: str, *args, **kwargs):

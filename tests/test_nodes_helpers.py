@@ -102,6 +102,12 @@ def load_pack():
     return module
 
 
+def load_nodes():
+    """The pack's ``nodes`` package (NODES, NODE_MODULES and the legacy id -> class dicts)."""
+    load_pack()
+    return importlib.import_module(f"{PACK_MODULE}.nodes")
+
+
 def node_module(name: str):
     """The pack's ``nodes.<name>`` module."""
     load_pack()

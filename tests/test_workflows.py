@@ -1,5 +1,7 @@
-"""The example workflows: UI format and API format stay in sync, use only core nodes and ours, and
-every value fits the node's inputs. (Running them in a real ComfyUI is tests/test_comfyui_headless.py.)"""
+"""The example workflows: UI format (example_workflows/, with a thumbnail each) and API format
+(workflows/api/) stay in sync, use only core nodes and ours, and every value fits the node's inputs; a
+workflow saved with the legacy (V1) nodes still maps onto the V3 nodes. (Running them in a real ComfyUI
+is tests/test_comfyui_headless.py; in the browser, tests/test_comfyui_browser.py.)"""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from test_nodes_helpers import load_pack
+from test_nodes_helpers import load_nodes
 
 WORKFLOWS = REPO / "workflows"
+EXAMPLES = REPO / "example_workflows"
+API = WORKFLOWS / "api"
+LEGACY = REPO / "tests" / "workflows_legacy"
 NAMES = ["echomimic_v2_demo_poses", "echomimic_v2_driving_video", "echomimic_v2_accelerated",
          "echomimic_v2_embedded_demo"]
 CORE_NODES = {"LoadImage", "LoadAudio", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage",
@@ -41,7 +46,7 @@ def widget_order_from_input_types(spec: dict) -> list[tuple[str, bool]]:
 def widget_orders() -> dict:
     """Widget names in order per node type: ours from INPUT_TYPES, core from the generator's table
     (which the headless test checks against the real /object_info)."""
-    pack = load_pack()
+    pack = load_nodes()
     orders = {name: widget_order_from_input_types(cls.INPUT_TYPES()) for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
     for name, widgets in _generate_module().CORE_WIDGETS.items():
         orders[name] = list(widgets)
@@ -74,8 +79,8 @@ def ui_to_api(ui: dict, orders: dict) -> dict:
 
 
 def load(name: str) -> tuple[dict, dict]:
-    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
-    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    ui = json.loads((EXAMPLES / f"{name}.json").read_text())
+    api = json.loads((API / f"{name}.json").read_text())
     return ui, api
 
 
@@ -94,7 +99,7 @@ def test_ui_and_api_in_sync(name, orders):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_only_core_nodes_and_ours(name):
-    pack = load_pack()
+    pack = load_nodes()
     ui, api = load(name)
     used = {n["type"] for n in ui["nodes"]}
     assert used <= CORE_NODES | set(pack.NODE_CLASS_MAPPINGS), used - CORE_NODES - set(pack.NODE_CLASS_MAPPINGS)
@@ -120,7 +125,7 @@ def test_ui_links_are_consistent(name):
 def test_api_values_fit_our_nodes(name):
     """Every required input of our nodes is given; numbers are in range, combos are valid options
     (except the lists that depend on what is installed: model folders and pose sources)."""
-    pack = load_pack()
+    pack = load_nodes()
     _, api = load(name)
     for nid, node in api.items():
         cls = pack.NODE_CLASS_MAPPINGS.get(node["class_type"])
@@ -135,9 +140,9 @@ def test_api_values_fit_our_nodes(name):
                     continue
                 given = node["inputs"][name_]
                 kind, opts = decl[0], (decl[1] if len(decl) > 1 else {})
-                if isinstance(kind, list):
+                if kind == "COMBO":
                     if name_ not in ("model_folder", "pose_source"):
-                        assert given in kind, (nid, name_, given)
+                        assert given in opts["options"], (nid, name_, given)
                 elif kind in ("INT", "FLOAT"):
                     assert opts.get("min", given) <= given <= opts.get("max", given), (nid, name_, given)
 
@@ -160,12 +165,40 @@ def test_each_use_is_covered():
 def test_generator_reproduces_the_files(tmp_path, monkeypatch):
     """workflows/generate.py writes exactly the committed files (so they never drift apart)."""
     gen = _generate_module()
-    pack = load_pack()
+    pack = load_nodes()
     schemas = gen.schemas_for(pack)
     titles = {**gen.CORE_TITLES, **pack.NODE_DISPLAY_NAME_MAPPINGS}
     for name, fn in gen.WORKFLOWS_DEF.items():
         ui, api = gen.build(fn(), schemas, titles)
         assert (ui, api) == load(name), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_template_has_a_thumbnail(name):
+    from PIL import Image
+
+    with Image.open(EXAMPLES / f"{name}.jpg") as img:
+        assert img.format == "JPEG" and 200 <= img.width <= 800
+
+
+def test_only_templates_in_template_folders():
+    # ComfyUI lists <pack>/{example_workflows,workflows,example,examples,workflow}/*.json as templates
+    assert sorted(p.stem for p in EXAMPLES.glob("*.json")) == sorted(NAMES)
+    for folder in ("workflows", "example", "examples", "workflow"):
+        assert not list((REPO / folder).glob("*.json")), folder
+
+
+@pytest.mark.parametrize("legacy", sorted(p.name for p in LEGACY.glob("*.json")))
+def test_a_workflow_saved_with_the_legacy_nodes_still_maps(legacy, orders):
+    """Saved before the V3 rewrite: same node ids, same widget order, so its values land on the same
+    inputs (the browser test also loads it in the editor)."""
+    ui = json.loads((LEGACY / legacy).read_text())
+    name = legacy.rsplit("_v1_nodes", 1)[0]
+    _, api = load(name)
+    pack = load_nodes()
+    assert {n["type"] for n in ui["nodes"]} <= CORE_NODES | set(pack.NODE_CLASS_MAPPINGS)
+    converted = ui_to_api(ui, orders)
+    assert converted == {nid: {"class_type": n["class_type"], "inputs": n["inputs"]} for nid, n in api.items()}
 
 
 @pytest.mark.parametrize("name", NAMES)

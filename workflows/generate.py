@@ -1,5 +1,5 @@
-"""Writes the example workflows (UI format in workflows/ for drag-and-drop and the editor's template
-browser, API format in workflows/api/ for POST /prompt) and, with
+"""Writes the example workflows (UI format in example_workflows/ for drag-and-drop and the editor's
+template browser, with a .jpg thumbnail each; API format in workflows/api/ for POST /prompt) and, with
 ``--png``, the graph pictures in docs/. The JSON files are the product; this script only keeps them
 consistent. Run it from the pack root with a Python that can import the vendored ComfyUI::
 
@@ -20,7 +20,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
+EXAMPLES = ROOT / "example_workflows"   # ComfyUI's template folder: UI json + same-name .jpg thumbnail
+API = WORKFLOWS / "api"                 # the same graphs for POST /prompt (not a template folder)
 DOCS = ROOT / "docs"
+THUMB_WIDTH = 640
+# the editor's saved view: below the menu bar, whole graph on a 1600 px wide window
+VIEW = {"scale": 0.62, "offset": [40, 90]}
+# drawn sizes of core nodes with media widgets (a smaller saved size is overdrawn onto the next node)
+CORE_HEIGHTS = {"LoadImage": 314, "LoadVideo": 314, "LoadAudio": 166}
 
 # Widgets of the core nodes the workflows use, in /object_info order (checked by the headless test).
 # (name, has a control_after_generate value after it). Upload nodes add trailing UI-only values.
@@ -62,7 +69,9 @@ def load_pack(comfyui: Path):
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module
+    import importlib as _il
+
+    return _il.import_module(spec.name + ".nodes")
 
 
 def node_schema(cls) -> tuple[list, list, list]:
@@ -94,10 +103,10 @@ def common(variant: str) -> dict:
     return {
         1: ("LoadImage", (40, 40), {"image": REF}, "Reference image"),
         2: ("LoadAudio", (40, 400), {"audio": SPEECH}, "Speech"),
-        3: ("EchoMimicV2ModelLoader", (40, 560),
+        3: ("EchoMimicV2ModelLoader", (40, 620),
             {"model_folder": "echomimic_v2", "variant": variant, "dtype": "auto", "device": "auto",
              "offload": "keep_loaded"}, None),
-        4: ("EchoMimicV2AudioEncoder", (440, 560), {"models": (3, 0), "audio": (2, 0), "fps": 24.0}, None),
+        4: ("EchoMimicV2AudioEncoder", (440, 620), {"models": (3, 0), "audio": (2, 0), "fps": 24.0}, None),
     }
 
 
@@ -226,8 +235,7 @@ def build(graph: dict, schemas: dict, titles: dict) -> tuple[dict, dict]:
                 widgets_values.append("fixed")
         widgets_values += CORE_EXTRA_VALUES.get(cls, [])
         height = 46 + 22 * max(len([i for i in ui_inputs if "widget" not in i]), len(outputs)) + 26 * len(widgets)
-        if cls in ("LoadImage", "LoadVideo"):
-            height = 300 if cls == "LoadImage" else 240
+        height = CORE_HEIGHTS.get(cls, height)
         nodes.append({
             "id": nid, "type": cls, "pos": list(pos), "size": [340, height], "flags": {}, "order": order[nid],
             "mode": 0, "inputs": ui_inputs,
@@ -242,7 +250,7 @@ def build(graph: dict, schemas: dict, titles: dict) -> tuple[dict, dict]:
         for slot, out in enumerate(node["outputs"]):
             out["links"] = out_links.get((node["id"], slot)) or None
     ui = {"last_node_id": max(graph), "last_link_id": link_id, "nodes": nodes, "links": links, "groups": [],
-          "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4}
+          "config": {}, "extra": {"ds": {"scale": VIEW["scale"], "offset": list(VIEW["offset"])}}, "version": 0.4}
     return ui, api
 
 
@@ -256,6 +264,22 @@ def schemas_for(pack) -> dict:
     return schemas
 
 
+def thumbnail(ui: dict, path: Path, title: str, widget_names: dict) -> None:
+    """The template browser's picture: the graph drawn by render_graph, THUMB_WIDTH wide, JPEG."""
+    import tempfile
+
+    from PIL import Image
+
+    sys.path.insert(0, str(WORKFLOWS))
+    from render_graph import render
+
+    with tempfile.TemporaryDirectory() as tmp, Image.open(render(ui, Path(tmp) / "graph.png", title=title,
+                                                                 widget_names=widget_names)) as img:
+        img = img.convert("RGB")
+        img.thumbnail((THUMB_WIDTH, THUMB_WIDTH), Image.LANCZOS)
+        img.save(path, "JPEG", quality=85, optimize=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR", str(ROOT.parent / "shared" / "vendor" / "ComfyUI")))
@@ -263,18 +287,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     pack = load_pack(Path(args.comfyui))
     schemas = schemas_for(pack)
-    (WORKFLOWS / "api").mkdir(exist_ok=True)
+    names = {cls: [w[0] for w in sch[0]] for cls, sch in schemas.items()}
+    EXAMPLES.mkdir(exist_ok=True)
+    API.mkdir(exist_ok=True)
     for name, fn in WORKFLOWS_DEF.items():
         ui, api = build(fn(), schemas, {**CORE_TITLES, **pack.NODE_DISPLAY_NAME_MAPPINGS})
-        (WORKFLOWS / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
-        (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
-        print("wrote", WORKFLOWS / f"{name}.json", WORKFLOWS / "api" / f"{name}.json")
+        (EXAMPLES / f"{name}.json").write_text(json.dumps(ui, indent=1) + "\n")
+        (API / f"{name}.json").write_text(json.dumps(api, indent=1) + "\n")
+        thumbnail(ui, EXAMPLES / f"{name}.jpg", name, names)
+        print("wrote", EXAMPLES / f"{name}.json", EXAMPLES / f"{name}.jpg", API / f"{name}.json")
         if args.png:
             sys.path.insert(0, str(WORKFLOWS))
             from render_graph import render
 
             DOCS.mkdir(exist_ok=True)
-            names = {cls: [w[0] for w in sch[0]] for cls, sch in schemas.items()}
             render(ui, DOCS / f"{name}.png", title=name, widget_names=names)
             print("wrote", DOCS / f"{name}.png")
     return 0
