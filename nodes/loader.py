@@ -89,9 +89,8 @@ def pickle_weights(folder: str) -> list[str]:
     """Weight files of ``folder`` stored as torch pickles (loaded safely, but slower and not paged by a
     newer ComfyUI's dynamic VRAM, which reads safetensors only)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        for fn in sorted(filenames):
+    for dirpath, _, filenames in walk_folder(folder):
+        for fn in filenames:
             if fn.endswith(_PICKLE_SUFFIXES) and fn != "tiny.pt":
                 stem = os.path.splitext(fn)[0]
                 if not os.path.isfile(os.path.join(dirpath, stem + ".safetensors")):

@@ -119,13 +119,13 @@ def test_demo_defaults_switch_with_models():
 
 
 def test_comfyui_loader_and_demo_inputs():
-    from test_nodes_helpers import load_pack
+    from test_nodes_helpers import load_nodes
 
-    pack = load_pack()
-    loader = sys.modules[pack.__name__ + ".nodes.loader"]
+    nodes = load_nodes()
+    loader = sys.modules[nodes.__name__ + ".loader"]
     assert loader.EMBEDDED_DEMO in loader.list_model_folders()
     assert os.path.samefile(loader.resolve_model_folder(loader.EMBEDDED_DEMO), MODEL)
-    image, audio, poses, n = pack.NODE_CLASS_MAPPINGS["EchoMimicV2DemoInputs"]().load()
+    image, audio, poses, n = nodes.NODE_CLASS_MAPPINGS["EchoMimicV2DemoInputs"].execute().args
     assert image.shape == (1, 64, 64, 3) and 0 <= float(image.min()) and float(image.max()) <= 1
     assert audio["sample_rate"] == 16000 and audio["waveform"].shape[:2] == (1, 1)
     assert n == len(poses) == 96
