@@ -64,3 +64,28 @@ def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "echomimic_core", "--help"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
     assert "check" in out and "generate" in out
+
+
+def test_pyproject_is_registry_ready():
+    import tomllib
+
+    from PIL import Image
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert "comfyui" not in project["name"].lower()  # the registry asks for no "ComfyUI" in the id
+    assert project["classifiers"] and project["urls"]["Repository"].startswith("https://github.com/")
+    assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["requires-comfyui"].startswith(">=")
+    assert comfy["Icon"].endswith("docs/icon.png")
+    with Image.open(REPO / "docs" / "icon.png") as icon:
+        assert icon.width == icon.height <= 400
+    # numpy 2 / opencv 5 cannot come in through the extras (mediapipe needs numpy < 2)
+    extras = project["optional-dependencies"]["extras"]
+    assert any(d.replace(" ", "").startswith("numpy") and "<2" in d for d in extras)
+    assert any(d.startswith("opencv-contrib-python") and "<4.12" in d for d in project["dependencies"])
+
+
+def test_comfyignore_keeps_development_material_out():
+    lines = {line.strip() for line in (REPO / ".comfyignore").read_text().splitlines()}
+    assert {"tests/", "bench/", "train/"} <= lines
+    assert "example_workflows/" not in lines and "nodes/" not in lines
