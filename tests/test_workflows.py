@@ -160,6 +160,9 @@ def test_each_use_is_covered():
     assert "EchoMimicV2SampleToFile" in types(acc)
     sampler = next(n for n in acc.values() if n["class_type"] == "EchoMimicV2SampleToFile")
     assert sampler["inputs"]["steps"] == 6 and sampler["inputs"]["cfg"] == 1.0
+    # the configurable sampler graph: preset + context option nodes feed the sampler
+    assert {"EchoMimicV2SamplerPreset", "EchoMimicV2ContextOptions"} <= types(acc)
+    assert acc[sampler["inputs"]["preset"][0]]["inputs"]["preset"] == "acc"
 
 
 def test_generator_reproduces_the_files(tmp_path, monkeypatch):

@@ -159,7 +159,11 @@ def graph_accelerated() -> dict:
             {"models": (3, 0), "reference": (1, 0), "audio_features": (4, 0), "poses": (6, 0),
              "seed": 420, "steps": 6, "cfg": 1.0, "context_frames": 12, "context_overlap": 3,
              "width": 768, "height": 768, "length": 0, "filename_prefix": "echomimic_v2/accelerated",
-             "crf": 19, "audio": (2, 0)}, "Sample To File (acc, streamed mp4)"),
+             "crf": 19, "audio": (2, 0), "context": (9, 0), "preset": (8, 0)}, "Sample To File (acc, streamed mp4)"),
+        # the sampler's steps/cfg and context come from these small option nodes
+        8: ("EchoMimicV2SamplerPreset", (840, 260), {"preset": "acc"}, None),
+        9: ("EchoMimicV2ContextOptions", (840, 420),
+            {"context_frames": 12, "context_overlap": 3, "decode_batch": 4}, None),
     })
     return g
 
