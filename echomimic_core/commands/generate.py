@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folder in the official pretrained_weights layout")
     parser.add_argument("--image", required=True, metavar="REF", help="reference image (half-body, hands visible)")
     parser.add_argument("--audio", required=True, metavar="SPEECH", help="speech audio (wav, mp3, ... anything FFmpeg reads)")
-    parser.add_argument("--poses", required=True, metavar="POSES",
-                        help="pose sequence: official folder of N.npy, or a .npz/.json pose file")
+    parser.add_argument("--poses", default=None, metavar="POSES",
+                        help="pose sequence: official folder of N.npy, or a .npz/.json pose file "
+                             "(default: made from the audio, see --gestures)")
     parser.add_argument("--out", required=True, metavar="OUT.mp4", help="output video (written atomically)")
     parser.add_argument("--preset", choices=("normal", "acc"), default="normal",
                         help="normal: 30 steps, cfg 2.5, seed 3407; acc: accelerated weights, 6 steps, cfg 1.0, seed 420")
@@ -42,6 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames per VAE decode call (default 1, like the official code; more is faster on a GPU)")
     parser.add_argument("--crf", type=int, default=None, help="libx264 quality (default: the encoder's, 23)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_gesture_arguments(parser)
+
+
+def add_gesture_arguments(parser: argparse.ArgumentParser) -> None:
+    """Poses without --poses (echomimic_core.gesture)."""
+    from ..gesture import MODES
+
+    g = parser.add_argument_group("poses without --poses")
+    g.add_argument("--gestures", choices=MODES, default="audio",
+                   help="audio: generated from the speech by the gesture model (default); library: clips of "
+                        "--pose-library cut at speech pauses; still: the reference's own hands held")
+    g.add_argument("--reference-pose", default=None, metavar="FILE",
+                   help="the reference person's pose (frame 0 of this pose file; default: detected in --image)")
+    g.add_argument("--pose-library", nargs="+", default=[], metavar="PATH", help="pose files/folders for --gestures library")
+    g.add_argument("--gesture-model", default=None, metavar="DIR", help="gesture model folder (default: the embedded one)")
+    g.add_argument("--gesture-seed", type=int, default=0, help="seed of the generated gestures (default 0)")
+    g.add_argument("--motion-amount", type=float, default=1.0, help="gesture size around the reference pose (0 = still)")
 
 
 def _fail(message: str) -> int:
@@ -72,7 +90,7 @@ def check_args(args) -> None:
     load_reference_image(args.image)  # raises InputError for a missing / non-image file
     if not Path(args.audio).is_file():
         raise InputError(f"audio file not found: {args.audio}")
-    if not Path(args.poses).exists():
+    if args.poses is not None and not Path(args.poses).exists():
         raise InputError(f"pose sequence not found: {args.poses}")
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
@@ -145,8 +163,8 @@ def render(args: argparse.Namespace, display_scale: int = 1):
     from ..video import VideoWriter
 
     device, dtype = _device_and_dtype(args)
-    poses = load_pose_sequence(args.poses)
-    if len(poses) < 1:
+    poses = load_pose_sequence(args.poses) if args.poses is not None else None
+    if poses is not None and len(poses) < 1:
         raise InputError(f"the pose sequence {args.poses} has no frames")
     waveform = load_waveform(args.audio)  # raises InputError for unreadable/empty audio
     models = load_models(args.models, variant=get_preset(args.preset).variant, dtype=dtype, device=device)
@@ -154,6 +172,14 @@ def render(args: argparse.Namespace, display_scale: int = 1):
     features = encode_audio(encoder, waveform, fps=args.fps, sample_rate=16000)
     del encoder
     num_frames = features.num_frames if args.max_frames is None else min(features.num_frames, args.max_frames)
+    if poses is None:  # image + audio only: echomimic_core.gesture
+        from ..gesture import poses_from_inputs
+
+        poses = poses_from_inputs(args.image, features, num_frames, getattr(args, "gestures", "audio"),
+                                  waveform=waveform, reference_pose_file=getattr(args, "reference_pose", None),
+                                  library_paths=getattr(args, "pose_library", []), seed=getattr(args, "gesture_seed", 0),
+                                  amount=getattr(args, "motion_amount", 1.0), model_dir=getattr(args, "gesture_model", None),
+                                  fps=args.fps)
     poses = fit_length(poses, num_frames, args.pose_policy)
     pipe = EchoMimicPipeline.from_models(models)
 

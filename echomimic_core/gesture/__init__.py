@@ -9,6 +9,9 @@ Public API
     ``echomimic_core/assets/gesture_model``, trained on the synthetic talking figures with the
     embedded demo model's audio encoder; ``train/gesture.py`` trains one for other data/encoders).
 ``still_hands(reference, n)``, ``pose_library(clips, n, reference, pauses=...)`` - plain numpy.
+``poses_from_inputs(image, audio_features, n, mode, reference_pose_file=..., library_paths=...)`` -
+    the same from file-level inputs (reference pose detected with mediapipe when no file is given);
+    ``reference_pose(image, pose_file)``, ``load_library(paths)``.
 ``speech_envelope``, ``speech_onsets``, ``speech_pauses`` - speech timing from the waveform.
 ``metrics`` - beat alignment, diversity, jitter, FGD-style Frechet distance.
 Motion representation: :mod:`.motion` (arm points in body coordinates around the reference's own pose).
@@ -33,7 +36,8 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "assets" / "gesture_mo
 
 __all__ = ["MODES", "DEFAULT_MODEL_DIR", "poses_for", "load_gesture_model", "default_reference", "GestureModel",
            "frame_audio", "Anchor", "still_hands", "pose_library", "clip_motion", "speech_envelope",
-           "speech_onsets", "speech_pauses", "JOIN_STEP", "MOTION_DIM", "NUM_POINTS"]
+           "speech_onsets", "speech_pauses", "JOIN_STEP", "MOTION_DIM", "NUM_POINTS", "poses_from_inputs",
+           "reference_pose", "load_library"]
 
 
 def load_gesture_model(folder: str | Path | None = None) -> GestureModel:
@@ -119,3 +123,6 @@ def poses_for(reference: dict | None, audio_features=None, num_frames: int | Non
     rest = anchor.filled(model.anchor_mean.double().numpy())
     motion = model.sample(audio[:n], rest, seed=seed, amount=amount, steps=steps, progress=progress)
     return PoseSequence(anchor.frames(motion), fps=fps)
+
+
+from .inputs import load_library, poses_from_inputs, reference_pose  # noqa: E402  (uses poses_for)

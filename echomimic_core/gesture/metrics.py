@@ -11,7 +11,8 @@
   the same audio with different seeds.
 * :func:`jitter` - mean magnitude of the third difference (jerk) of the hand points.
 * :func:`frechet_distance` over :func:`window_stats` - an FGD-style Frechet distance between
-  Gaussians fitted to per-window statistics (1 s windows, half overlap). ``speech=True`` (the
+  Gaussians fitted to per-window statistics (1 s windows, half overlap), each statistic divided by
+  its standard deviation over the real set. ``speech=True`` (the
   default, "joint FGD") appends the window's speech envelope to the motion statistics, so the
   distance measures the joint speech+motion distribution: real motion under the wrong speech (a
   random clip) differs in the speech-motion cross-covariance. ``speech=False`` gives the
@@ -78,34 +79,44 @@ def jitter(motion: np.ndarray) -> float:
 
 
 def window_stats(motion: np.ndarray, envelope: np.ndarray | None = None) -> np.ndarray:
-    """``[n_windows, dims]`` statistics of 1 s windows: per hand the centre (mean of its 21 points)
-    at every 4th frame, its speed at every 4th frame and its openness (mean fingertip-wrist
-    distance); both elbows' mean; with ``envelope`` also the speech envelope at every 4th frame."""
+    """``[n_windows, dims]`` statistics of 1 s windows (24 frames, stride 12) in six 4-frame bins:
+    per hand the mean centre (of its 21 points) and mean speed per bin, plus the window's mean hand
+    openness (fingertip-wrist distance) and elbow positions; with ``envelope`` also the speech
+    envelope's mean level and mean rise per bin (so onset -> stroke timing shows in the covariance)."""
     m = np.asarray(motion, dtype=np.float64)
     F = m.shape[0]
     hands = m[:, :2 * N_HAND].reshape(F, 2, N_HAND, 2)
     centre = hands.mean(2)                                                    # [F, 2, 2]
     speed = np.concatenate([np.zeros((1, 2)), np.linalg.norm(np.diff(centre, axis=0), axis=-1)])  # [F, 2]
     openness = np.linalg.norm(hands[:, :, [4, 8, 12, 16, 20]] - hands[:, :, :1], axis=-1).mean(-1)  # [F, 2]
+    if envelope is not None:
+        env = np.asarray(envelope, dtype=np.float64)[:F]
+        rise = np.clip(np.diff(env, prepend=env[:1]), 0, None)
     out = []
-    for s in range(0, max(F - WINDOW, 0) + 1, STRIDE):
-        sl = slice(s, s + WINDOW, SUBSAMPLE)
-        if s + WINDOW > F:
-            break
-        parts = [centre[sl].reshape(-1), speed[sl].reshape(-1) * 10, openness[s:s + WINDOW].mean(0),
-                 m[s:s + WINDOW, 2 * N_HAND:].mean(0).reshape(-1)]
+    nb = WINDOW // SUBSAMPLE
+    for s in range(0, F - WINDOW + 1, STRIDE):
+        w = slice(s, s + WINDOW)
+        bins = lambda a: a[w].reshape(nb, SUBSAMPLE, -1).mean(1).reshape(-1)  # noqa: E731
+        parts = [bins(centre.reshape(F, -1)), bins(speed) * 10, openness[w].mean(0),
+                 m[w, 2 * N_HAND:].mean(0).reshape(-1)]
         if envelope is not None:
-            parts.append(np.asarray(envelope, dtype=np.float64)[sl])
+            parts += [bins(env[:, None]), bins(rise[:, None]) * 10]
         out.append(np.concatenate(parts))
-    return np.array(out)
+    return np.array(out).reshape(-1, len(out[0]) if out else 0)
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to the rows of ``a`` and ``b``."""
+def frechet_distance(a: np.ndarray, b: np.ndarray, scale: np.ndarray | None = None) -> float:
+    """Frechet distance between Gaussians fitted to the rows of ``a`` and ``b``. ``scale``: divide
+    every feature by it first (pass the real set's per-feature std, so that each statistic - a
+    position, a speed, the envelope - weighs the same whatever its unit)."""
     from scipy import linalg
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if scale is not None:
+        sc = np.where(np.asarray(scale) > 1e-9, scale, 1.0)
+        a, b = a / sc, b / sc
     mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    eps = 1e-6 * np.eye(a.shape[1])  # keeps sqrtm stable for (near) singular covariances
+    s1, s2 = np.cov(a, rowvar=False) + eps, np.cov(b, rowvar=False) + eps
     covmean = np.real(linalg.sqrtm(s1 @ s2))
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))

@@ -8,12 +8,18 @@ Why this architecture
   statistics measured on the training set; a second audio encoder is never run.
 * **Output**: per frame 44 arm points (two 21-point hands and both elbows) in *body coordinates*
   (:mod:`.motion`), predicted as a residual around the reference person's own arm pose (the anchor),
-  so the result starts from, and stays around, how the reference holds their hands.
+  so the result starts from, and stays around, how the reference holds their hands. The flow runs
+  in the ``latent_dim`` whitened principal components of the training residuals (PCA, measured by
+  the trainer): 88 coordinates of 44 strongly coupled points have far fewer degrees of freedom, and
+  sampling in that subspace keeps hands hand-shaped (independent per-point noise would make fingers
+  wobble and hands grow).
 * **Generative, not regression**: gestures given speech are one-to-many (the same sentence can be
   said with either hand, larger or smaller). Plain regression averages those modes into a stiff
   mean. Rectified flow (flow matching on the straight noise -> data path) learns the distribution
   with a plain MSE loss, trains stably on a few minutes of CPU, and samples in a handful of Euler
-  steps; the seed picks the noise, so one seed = one reproducible performance.
+  steps; the seed picks the noise, so one seed = one reproducible performance. The source noise is
+  smoothed along time (:func:`smooth_noise`), so what a few-step sampler leaves of it is a slow
+  drift, not per-frame jitter.
 * **Network**: dilated residual 1-D convolutions over time (kernel 5, dilations 1,2,4,8,...),
   FiLM-conditioned on the anchor pose and the flow time. Convolutions are translation-equivariant
   and have a bounded receptive field (about 2.5 s with the default config), so any length is handled
@@ -58,6 +64,19 @@ def frame_audio(chunks: torch.Tensor, num_layers: int) -> torch.Tensor:
     return c[:, list(CENTRE)].mean(1)
 
 
+def smooth_noise(shape, generator: torch.Generator | None = None, sigma: float = 2.0) -> torch.Tensor:
+    """Unit-variance Gaussian noise ``[b f c]`` correlated along time (white noise convolved with a
+    Gaussian of ``sigma`` frames, kernel scaled to unit energy). The flow starts from this instead of
+    white noise, so whatever noise a few-step sampler leaves in the result is smooth, not jitter."""
+    b, f, c = shape
+    r = int(math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
+    k = k / k.pow(2).sum().sqrt()
+    white = torch.randn((b * c, 1, f + 2 * r), generator=generator)
+    out = F.conv1d(white, k.view(1, 1, -1))
+    return rearrange(out, "(b c) 1 f -> b f c", b=b)
+
+
 class _Block(nn.Module):
     def __init__(self, hidden: int, kernel: int, dilation: int):
         super().__init__()
@@ -79,25 +98,37 @@ class GestureModel(nn.Module):
 
     def __init__(self, audio_layers: int = 2, audio_width: int = 384, hidden: int = 96,
                  dilations=(1, 2, 4, 8, 1, 2), kernel: int = 5, window: int = 96, overlap: int = 16,
-                 steps: int = 10, fps: float = 24.0, audio_encoder: str = ""):
+                 steps: int = 10, noise_sigma: float = 2.0, latent_dim: int = 16, fps: float = 24.0,
+                 audio_encoder: str = ""):
         super().__init__()
         self.config = {"format": FORMAT, "audio_layers": int(audio_layers), "audio_width": int(audio_width),
                        "hidden": int(hidden), "dilations": [int(d) for d in dilations], "kernel": int(kernel),
-                       "window": int(window), "overlap": int(overlap), "steps": int(steps), "fps": float(fps),
+                       "window": int(window), "overlap": int(overlap), "steps": int(steps),
+                       "noise_sigma": float(noise_sigma), "latent_dim": int(latent_dim), "fps": float(fps),
                        "audio_encoder": str(audio_encoder)}
         self.layer_logits = nn.Parameter(torch.zeros(audio_layers))
         self.audio_in = nn.Linear(audio_width, hidden)
-        self.x_in = nn.Linear(MOTION_DIM, hidden)
+        self.x_in = nn.Linear(latent_dim, hidden)
         self.anchor_in = nn.Sequential(nn.Linear(MOTION_DIM, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.t_in = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.blocks = nn.ModuleList(_Block(hidden, kernel, d) for d in dilations)
-        self.out = nn.Conv1d(hidden, MOTION_DIM, 1)
+        self.out = nn.Conv1d(hidden, latent_dim, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
         for name, shape in (("feat_mean", (audio_layers, audio_width)), ("feat_std", (audio_layers, audio_width)),
-                            ("motion_mean", (MOTION_DIM,)), ("motion_std", (MOTION_DIM,)),
+                            ("motion_mean", (MOTION_DIM,)), ("basis", (latent_dim, MOTION_DIM)), ("latent_std", (latent_dim,)),
                             ("anchor_mean", (MOTION_DIM,)), ("anchor_std", (MOTION_DIM,))):
             self.register_buffer(name, torch.zeros(shape) if "mean" in name else torch.ones(shape))
+        with torch.no_grad():
+            self.basis.copy_(torch.eye(latent_dim, MOTION_DIM))
+
+    # ---------------------------------------------------------------- residual <-> latent
+    def encode_residual(self, r: torch.Tensor) -> torch.Tensor:
+        """Residual motion ``[..., 88]`` -> whitened principal components ``[..., latent_dim]``."""
+        return ((r - self.motion_mean) @ self.basis.T) / self.latent_std
+
+    def decode_residual(self, z: torch.Tensor) -> torch.Tensor:
+        return (z * self.latent_std) @ self.basis + self.motion_mean
 
     # ---------------------------------------------------------------- network
     def _time(self, t: torch.Tensor) -> torch.Tensor:
@@ -123,15 +154,15 @@ class GestureModel(nn.Module):
 
     def flow_loss(self, x1: torch.Tensor, audio: torch.Tensor, anchor: torch.Tensor, mask: torch.Tensor,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-        """Rectified-flow loss on normalised residual windows ``x1 [b f 88]``; ``mask [b f 88]`` zeroes
-        points the tracker did not see."""
+        """Rectified-flow loss on latent residual windows ``x1 [b f latent_dim]``; ``mask [b f 1]`` zeroes
+        frames where the tracker missed a point."""
         b = x1.shape[0]
-        x0 = torch.randn(x1.shape, generator=generator)
+        x0 = smooth_noise(x1.shape, generator, self.config["noise_sigma"])
         t = torch.rand(b, generator=generator)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
         v = self(xt, t, audio, anchor)
         err = (v - (x1 - x0)) ** 2 * mask
-        return err.sum() / mask.sum().clamp(min=1)
+        return err.sum() / (mask.sum() * x1.shape[-1]).clamp(min=1)
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -147,10 +178,10 @@ class GestureModel(nn.Module):
         steps = int(steps or cfg["steps"])
         win, ov = cfg["window"], min(cfg["overlap"], cfg["window"] // 2)
         gen = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn((1, n, MOTION_DIM), generator=gen)
+        noise = smooth_noise((1, n, cfg["latent_dim"]), gen, cfg["noise_sigma"])
         anc = torch.as_tensor(np.asarray(anchor, dtype=np.float32).reshape(1, MOTION_DIM))
         starts = [0] if n <= win else list(range(0, n - win, win - ov)) + [n - win]
-        acc = torch.zeros(n, MOTION_DIM)
+        acc = torch.zeros(n, cfg["latent_dim"])
         wsum = torch.zeros(n, 1)
         for wi, s in enumerate(starts):
             e = min(s + win, n)
@@ -170,7 +201,7 @@ class GestureModel(nn.Module):
             wsum[s:e] += w
             if progress is not None:
                 progress(wi + 1, len(starts))
-        resid = acc / wsum * self.motion_std + self.motion_mean
+        resid = self.decode_residual(acc / wsum)
         out = np.asarray(anchor, dtype=np.float64).reshape(1, MOTION_DIM) + float(amount) * resid.double().numpy()
         return out.reshape(n, -1, 2)
 
@@ -196,7 +227,8 @@ class GestureModel(nn.Module):
         cfg = json.loads(cfg_path.read_text())
         if cfg.get("format") != FORMAT:
             raise CheckpointError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
-        keys = ("audio_layers", "audio_width", "hidden", "dilations", "kernel", "window", "overlap", "steps", "fps",
+        keys = ("audio_layers", "audio_width", "hidden", "dilations", "kernel", "window", "overlap", "steps", "noise_sigma",
+                "latent_dim", "fps",
                 "audio_encoder")
         model = cls(**{k: cfg[k] for k in keys if k in cfg})
         model.info = cfg
