@@ -46,14 +46,14 @@ def _reference(reference, backend: str, reference_pose=None):
         return None, img.shape[:2]
 
 
-def _frames(audio_features, frame_count: int) -> int:
+def _frames(audio_features, max_frames: int) -> int:
     n = int(getattr(audio_features, "num_frames", 0) or len(getattr(audio_features, "chunks", [])))
-    return min(n, frame_count) if frame_count > 0 else n
+    return min(n, max_frames) if max_frames > 0 else n
 
 
 def _outputs():
     return [_comfy.Poses.Output("poses_out", display_name="poses", tooltip="One pose frame per video frame."),
-            io.Int.Output("frame_count", tooltip="Number of frames (the audio's length).")]
+            io.Int.Output("frame_count_out", display_name="frame_count", tooltip="Number of frames (the audio's length).")]
 
 
 class EchoMimicV2GesturesFromAudio(io.ComfyNode):
@@ -75,7 +75,8 @@ class EchoMimicV2GesturesFromAudio(io.ComfyNode):
                                tooltip="Extractor that finds the reference person's pose."),
                 _comfy.Poses.Input("reference_pose", optional=True,
                                    tooltip="Optional: the reference person's pose (frame 0 is used) instead of detecting it."),
-                io.Int.Input("frame_count", default=0, min=0, max=100000, optional=True, tooltip="0 = as long as the audio."),
+                io.Int.Input("max_frames", default=0, min=0, max=100000, optional=True,
+                             tooltip="Cap on the number of frames; 0 = as long as the audio."),
                 _comfy.advanced(io.String.Input(
                     "gesture_model", default="", optional=True,
                     tooltip="Folder of a model trained with train/gesture.py (empty = the embedded one).")),
@@ -85,14 +86,14 @@ class EchoMimicV2GesturesFromAudio(io.ComfyNode):
 
     @classmethod
     def execute(cls, audio_features, reference, mode, seed, motion_amount, backend, reference_pose=None,
-                frame_count=0, gesture_model="") -> io.NodeOutput:
+                max_frames=0, gesture_model="") -> io.NodeOutput:
         from echomimic_core.gesture import poses_for
 
         ref, size = _reference(reference, backend, reference_pose)
         if ref is None and mode == "still":
             raise ValueError("EchoMimicV2 Gestures From Audio: still hands need the reference person's pose; "
                              "none was found in the image - connect reference_pose")
-        n = _frames(audio_features, frame_count)
+        n = _frames(audio_features, max_frames)
         seq = poses_for(ref, audio_features, n, mode, model=_gesture_model(gesture_model) if mode == "audio" else None,
                         seed=seed, amount=motion_amount, size=size, fps=float(getattr(audio_features, "fps", 24.0)))
         return io.NodeOutput(seq, len(seq))

@@ -25,7 +25,8 @@ EXPECTED_NODES = {
     "EchoMimicV2AlignPoses", "EchoMimicV2FitPoseLength", "EchoMimicV2PosePreview", "EchoMimicV2Sampler",
     "EchoMimicV2SampleToFile", "EchoMimicV2VideoCombine", "EchoMimicV2DemoInputs",
 }
-NEW_NODES = {"EchoMimicV2ContextOptions", "EchoMimicV2SamplerPreset"}
+NEW_NODES = {"EchoMimicV2ContextOptions", "EchoMimicV2SamplerPreset",
+             "EchoMimicV2GesturesFromAudio", "EchoMimicV2PoseLibrary"}  # gesture.py (issue 15)
 
 
 def nodes():
