@@ -100,6 +100,8 @@ def load_clips(roots, cfg: dict, cache_name: str) -> list[ClipData]:
         raise SystemExit(f"no clips in {roots}")
     cache = Path(cfg["data"]["cache_dir"] or Path(cfg["run"]["output_dir"]) / "feature_cache") / cache_name
     enc = cfg["data"]["audio_encoder"]
+    if enc and not Path(enc).exists() and (REPO / enc).exists():  # repo-relative paths in the shipped configs
+        enc = str(REPO / enc)
     feats = D.ensure_audio_features(clips, cfg["data"]["audio_features"], cache, enc)
     tokens = int(feats(clips[0]).shape[1])
     return [ClipData(c, feats(c), tokens // 10) for c in clips]
