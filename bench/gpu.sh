@@ -13,11 +13,11 @@
 #   setup    unpack diffusers + PyAV (the H200 image lacks both) and the official source; nvidia-smi
 #   build    full-size random-weight networks from the official configs, built on the GPU (background)
 #   gen_*    `generate` with the embedded demo model on CUDA in float16 and bfloat16 (load + one generation)
-#   train_*  one training step on CUDA (stage 1 with bf16 autocast, stage 2 with fp16) on a tiny model
 #   vs_acc   bench/vs_official.py, accelerated preset (6 steps, cfg 1), 120 frames at 768x768, fp16
 #   vs_normal  the same with the normal preset (cfg 2.5) at NORMAL_STEPS steps (default 10, so the whole
 #            script stays under 8 minutes); the summary adds the 30-step estimate from the measured
 #            per-step denoise time (labelled as an estimate)
+#   train_*  one training step on CUDA (stage 1 with bf16 autocast, stage 2 with fp16) on a tiny model
 #
 # Results: $OUT/summary.txt (tables + pass/fail list), $OUT/logs.txt, $OUT/vs_*.json.
 # Test it here without a GPU:  bash bench/gpu.sh --cpu-smoke   (tiny model, 64x64, 24 frames, CPU).
@@ -42,7 +42,8 @@ if [ "$MODE" = prepare ]; then
   set -e
   SRC=${2:?--prepare needs the path of an antgroup/echomimic_v2 checkout}
   [ -f "$SRC/src/pipelines/pipeline_echomimicv2.py" ] || { echo "error: $SRC is not an echomimic_v2 checkout" >&2; exit 2; }
-  grep -qx '/.gpu_carry/' "$ROOT/.git/info/exclude" 2>/dev/null || echo '/.gpu_carry/' >> "$(git -C "$ROOT" rev-parse --git-path info/exclude)"
+  EXCL=$(cd "$ROOT" && git rev-parse --path-format=absolute --git-path info/exclude); mkdir -p "$(dirname "$EXCL")"
+  grep -qx '/.gpu_carry/' "$EXCL" 2>/dev/null || echo '/.gpu_carry/' >> "$EXCL"
   rm -rf "$CARRY" && mkdir -p "$CARRY/media/pose" && TMPD=$(mktemp -d)
   # the H200 image has Python 3.12, torch, transformers, accelerate, safetensors, einops, numpy, opencv,
   # scipy, pyyaml, psutil, huggingface-hub (KINDS.md); it lacks diffusers and PyAV
@@ -81,15 +82,19 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 START=$SECONDS
 declare -a STATUS=()
 OFFICIAL_SRC=${OFFICIAL_SRC:-$WORK/echomimic_v2_src}  # unpacked from .gpu_carry unless given
+MODELS="$WORK/models_$MODEL_SIZE"; TINY="$WORK/models_tiny_train"
+MEDIA_DIR="$CARRY/media"; [ -d "$MEDIA_DIR" ] || MEDIA_DIR=""
+export ROOT CARRY PY MODE OFFICIAL_SRC WORK OUTDIR MODELS TINY MEDIA_DIR SIZE FRAMES DEVICE DTYPE THREADS
 
 part() {  # part NAME LIMIT_S CMD... : timeout, log, status line; never aborts the script
   local name=$1 limit=$2; shift 2
-  local left=$((BUDGET_S - (SECONDS - START)))
+  local left=$((BUDGET_S - (SECONDS - START) - ${RESERVE_S:-0}))
   if [ "$left" -lt 25 ]; then STATUS+=("SKIP  $name (time budget spent)"); echo "=== $name: skipped (budget)"; return 0; fi
   [ "$limit" -gt "$left" ] && limit=$left
   echo "=== $name (limit ${limit}s, $((SECONDS - START))s in)"
   local t0=$SECONDS
-  timeout -k 10 "$limit" "$@" > "$WORK/logs/$name.log" 2>&1
+  # bash -c: the command may be one of the exported functions below
+  timeout -k 10 "$limit" bash -c '"$@"' "$name" "$@" > "$WORK/logs/$name.log" 2>&1
   local rc=$?
   tail -n 25 "$WORK/logs/$name.log"
   if [ $rc -eq 0 ]; then STATUS+=("PASS  $name ($((SECONDS - t0)) s)")
@@ -111,10 +116,9 @@ setup() {
   "$PY" -c "import sys, torch, diffusers, av, transformers; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__, 'av', av.__version__, 'transformers', transformers.__version__)"
 }
 [ "$MODE" = gpu ] && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+export -f setup
 part setup 90 setup
 
-MEDIA_DIR="$CARRY/media"; [ -d "$MEDIA_DIR" ] || MEDIA_DIR=""
-MODELS="$WORK/models_$MODEL_SIZE"
 # the full-size folder is written while the small CUDA checks run
 BUILD_LOG="$WORK/logs/build.log"
 ( timeout -k 10 240 "$PY" "$ROOT/bench/_bench_models.py" "$MODELS" --size "$MODEL_SIZE" --device "$DEVICE" > "$BUILD_LOG" 2>&1; echo $? > "$WORK/build.rc" ) &
@@ -132,7 +136,27 @@ f = read_mp4_frames('$WORK/gen_$dt.mp4'); print('frames', f.shape, 'std', float(
 assert f.shape[0] == 24 and f.std() > 1.0, 'empty or constant video'"
 done
 
-TINY="$WORK/models_tiny_train"
+echo "=== waiting for the model build"
+wait "$BUILD_PID"
+tail -n 5 "$BUILD_LOG"
+if [ "$(cat "$WORK/build.rc" 2>/dev/null)" = 0 ]; then STATUS+=("PASS  build ($MODEL_SIZE random weights)"); else STATUS+=("FAIL  build: exit $(cat "$WORK/build.rc" 2>/dev/null), see logs.txt"); fi
+
+vs() {  # vs NAME PRESET STEPS CFG SEED
+  local extra=() v
+  [ -n "$MEDIA_DIR" ] && extra+=(--image "$MEDIA_DIR/ref.png" --audio "$MEDIA_DIR/speech.wav" --poses "$MEDIA_DIR/pose/01")
+  IFS=';' read -ra _variants <<< "${OURS_VARIANTS:-}"
+  for v in "${_variants[@]}"; do [ -n "$v" ] && extra+=(--variant "$v"); done
+  "$PY" "$ROOT/bench/vs_official.py" --official-src "$OFFICIAL_SRC" --models "$MODELS" --work-dir "$WORK/$1" \
+    --width "$SIZE" --height "$SIZE" --frames "$FRAMES" --preset "$2" --steps "$3" --cfg "$4" --seed "$5" \
+    --device "$DEVICE" --dtype "$DTYPE" --threads "$THREADS" --timeout 400 --json "$OUTDIR/$1.json" "${extra[@]}"
+}
+export -f vs
+RESERVE_S=70  # kept for the training steps
+part vs_acc 200 vs vs_acc acc "$ACC_STEPS" 1.0 420
+part vs_normal 330 vs vs_normal normal "$NORMAL_STEPS" 2.5 3407
+
+# the training steps last: cheap, and the comparison matters most when time runs short
+RESERVE_S=0
 train_step() {  # train_step PRECISION STAGE_CONFIG
   "$PY" "$ROOT/bench/_bench_models.py" "$TINY" --size tiny --device cpu || return 1
   "$PY" -c "from train.data import write_tiny_dataset; write_tiny_dataset('$WORK/train_ds', num_clips=2, num_frames=6, size=64, tokens=20)" || return 1
@@ -145,28 +169,11 @@ train_step() {  # train_step PRECISION STAGE_CONFIG
     --set optim.per_device_batch=2 --set losses.lpips.net=random_init_for_tests \
     --set training.mixed_precision="$1" $extra
 }
+export -f train_step
 set -- $TRAIN_PRECISIONS
 part "train_${1}_stage1" 150 train_step "$1" stage1_1_initial_pose
 if [ $# -ge 2 ]; then part "train_${2}_stage2" 150 train_step "$2" stage2_temporal; fi
 
-echo "=== waiting for the model build"
-wait "$BUILD_PID"
-tail -n 5 "$BUILD_LOG"
-if [ "$(cat "$WORK/build.rc" 2>/dev/null)" = 0 ]; then STATUS+=("PASS  build ($MODEL_SIZE random weights)"); else STATUS+=("FAIL  build: exit $(cat "$WORK/build.rc" 2>/dev/null), see logs.txt"); fi
-
-VARIANT_ARGS=()
-IFS=';' read -ra _variants <<< "${OURS_VARIANTS:-}"
-for v in "${_variants[@]}"; do [ -n "$v" ] && VARIANT_ARGS+=(--variant "$v"); done
-INPUT_ARGS=()
-[ -n "$MEDIA_DIR" ] && INPUT_ARGS=(--image "$MEDIA_DIR/ref.png" --audio "$MEDIA_DIR/speech.wav" --poses "$MEDIA_DIR/pose/01")
-vs() {  # vs NAME PRESET STEPS CFG SEED
-  "$PY" "$ROOT/bench/vs_official.py" --official-src "$OFFICIAL_SRC" --models "$MODELS" --work-dir "$WORK/$1" \
-    --width "$SIZE" --height "$SIZE" --frames "$FRAMES" --preset "$2" --steps "$3" --cfg "$4" --seed "$5" \
-    --device "$DEVICE" --dtype "$DTYPE" --threads "$THREADS" --timeout 400 --json "$OUTDIR/$1.json" \
-    "${INPUT_ARGS[@]}" "${VARIANT_ARGS[@]}"
-}
-part vs_acc 200 vs vs_acc acc "$ACC_STEPS" 1.0 420
-part vs_normal 330 vs vs_normal normal "$NORMAL_STEPS" 2.5 3407
 
 # ------------------------------------------------------------------------------------------ summary
 {
