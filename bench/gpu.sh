@@ -68,7 +68,7 @@ fi
 if [ "$MODE" = smoke ]; then
   DEVICE=cpu; DTYPE=float32; MODEL_SIZE=tiny; SIZE=${SIZE:-64}; FRAMES=${FRAMES:-24}
   NORMAL_STEPS=${NORMAL_STEPS:-2}; ACC_STEPS=2; GEN_DTYPES="float32 bfloat16"; TRAIN_PRECISIONS="no"
-  THREADS=${THREADS:-1}; BUDGET_S=${BUDGET_S:-1800}; PY=${PYTHON:-$ROOT/../main/.venv/bin/python}
+  THREADS=${THREADS:-1}; BUDGET_S=${BUDGET_S:-1800}; PY=${PYTHON:-$ROOT/.venv/bin/python}
   [ -x "$PY" ] || PY=python3
 else
   DEVICE=cuda; DTYPE=float16; MODEL_SIZE=full; SIZE=${SIZE:-768}; FRAMES=${FRAMES:-120}
