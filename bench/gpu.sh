@@ -168,7 +168,7 @@ train_step() {  # train_step PRECISION STAGE_CONFIG
     --set init.base_folder="$TINY" --set init.weights_folder="$TINY" --set "data.roots=[$WORK/train_ds]" \
     --set data.resolution=64 --set data.num_workers=0 --set data.audio_features=cached \
     --set optim.per_device_batch=2 --set losses.lpips.net=random_init_for_tests \
-    --set training.mixed_precision="$1" $extra
+    --set "training.mixed_precision='$1'" $extra  # quoted: YAML reads a bare no as false
 }
 export -f train_step
 set -- $TRAIN_PRECISIONS
