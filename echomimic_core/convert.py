@@ -9,7 +9,8 @@ Usage::
 file (``.pth/.pt/.bin/.ckpt`` → ``.safetensors``, or the reverse with ``--to pth``) is converted into the
 same relative place under ``DST``; other files (configs, ``audio_processor/tiny.pt`` which is not a plain
 state dict, …) are copied unchanged, so ``DST`` is a complete model folder that :func:`load_models` reads.
-Reading is safe (``weights_only``); a file that would need code execution is refused.
+Reading and writing go through :mod:`echomimic_core.checkpoints.state_dict` (safe ``weights_only`` reads;
+a file that would need code execution is refused; atomic writes read back and verified bit for bit).
 """
 
 from __future__ import annotations
@@ -20,30 +21,10 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-import torch
-
-from .checkpoints import read_state_dict, save_state_dict
-from .errors import CheckpointError, EchoMimicError
-
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+from .checkpoints import PICKLE_SUFFIXES, read_state_dict, save_state_dict, verify_identical
+from .errors import CheckpointError, EchoMimicError, NotAStateDictError
 
 __all__ = ["convert_file", "convert_folder", "verify_identical", "main"]
-
-
-def verify_identical(a: dict, b: dict, what: str = "") -> None:
-    """Raise :class:`CheckpointError` unless both state dicts hold bit-identical tensors."""
-    if list(a.keys()) != list(b.keys()) and set(a) != set(b):
-        raise CheckpointError(f"{what}: key sets differ after conversion "
-                              f"(only in source: {sorted(set(a) - set(b))[:5]}, only in copy: {sorted(set(b) - set(a))[:5]})")
-    for k in a:
-        x, y = a[k], b[k]
-        if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(_bytes(x), _bytes(y)):
-            raise CheckpointError(f"{what}: tensor {k} differs after conversion")
-
-
-def _bytes(t: torch.Tensor) -> torch.Tensor:
-    """The raw bytes (bit-exact comparison, NaN-safe)."""
-    return t.detach().cpu().reshape(-1).contiguous().view(torch.uint8)
 
 
 def _target(src: Path, to: str) -> Path:
@@ -56,8 +37,7 @@ def _target(src: Path, to: str) -> Path:
 def convert_file(src: Path, dst: Path) -> int:
     """Convert one state-dict file (format chosen by ``dst``'s suffix); returns the number of tensors."""
     sd = read_state_dict(src)
-    save_state_dict(sd, dst)
-    verify_identical(sd, read_state_dict(dst), f"{src} -> {dst}")
+    save_state_dict(sd, dst, verify=True)
     return len(sd)
 
 
@@ -65,10 +45,8 @@ def _read_if_state_dict(path: Path):
     """The state dict, or None for a readable file that is not a plain state dict (copied as is)."""
     try:
         return read_state_dict(path)
-    except CheckpointError as exc:
-        if "not a plain state dict" in str(exc):
-            return None
-        raise
+    except NotAStateDictError:
+        return None
 
 
 def convert_folder(src: Path, dst: Path, to: str = "safetensors", overwrite: bool = False,
@@ -89,8 +67,7 @@ def convert_folder(src: Path, dst: Path, to: str = "safetensors", overwrite: boo
             raise CheckpointError(f"{out} already exists; pass --overwrite to replace it")
         out.parent.mkdir(parents=True, exist_ok=True)
         if sd is not None:
-            save_state_dict(sd, out)
-            verify_identical(sd, read_state_dict(out), f"{path} -> {out}")
+            save_state_dict(sd, out, verify=True)
             action = f"converted ({len(sd)} tensors, verified identical)"
         else:
             action = "copied"

@@ -11,7 +11,8 @@ import torch
 
 from echomimic_core import checkpoints
 from echomimic_core.checkpoints import (find_model_files, load_inference_config, load_models, read_state_dict,
-                                        report_folder, save_state_dict)
+                                        save_state_dict)
+from echomimic_core.commands.check import report_folder
 from echomimic_core.errors import CheckpointError, ModelFilesNotFoundError
 from echomimic_core.models import OFFICIAL_NOISE_SCHEDULER_KWARGS, OFFICIAL_UNET_ADDITIONAL_KWARGS
 from echomimic_core.models.motion_module import SinusoidalPositionTable
@@ -163,7 +164,7 @@ def test_denoiser_falls_back_to_base_weights_like_official(weights, tmp_path):
     report = checkpoints.LoadReport()
     den = checkpoints.load_denoising_unet(folder / "denoising_unet.pth", folder / "motion_module.pth",
                                           find_model_files(folder).base_unet_dir, report=report)
-    base = read_state_dict(checkpoints._BaseWeights(find_model_files(folder).base_unet_dir).path)
+    base = read_state_dict(checkpoints.base_weights(find_model_files(folder).base_unet_dir).paths[0])
     assert report.sources.get("base_unet") == 1
     assert torch.equal(den.state_dict()[base_key], base[base_key].float())
     assert report.recomputed == [pe_key]
@@ -271,3 +272,54 @@ def test_single_file_vae(weights, tmp_path):
     save_state_dict({"encoder.down.0.block.0.conv1.weight": torch.zeros(1)}, tmp_path / "ldm.safetensors")
     with pytest.raises(CheckpointError, match="LDM"):
         checkpoints.load_vae(tmp_path / "ldm.safetensors")
+
+
+def test_nan_weights_are_not_reported_as_loading_ok(weights, tmp_path, capsys):
+    folder = _link_tree(weights, tmp_path / "w", skip={"pose_encoder.pth"})
+    sd = read_state_dict(weights / "pose_encoder.pth")
+    key = next(k for k, v in sd.items() if v.is_floating_point())
+    sd[key] = sd[key].clone()
+    sd[key].view(-1)[0] = float("nan")
+    save_state_dict(sd, folder / "pose_encoder.pth")
+    assert checkpoints.nonfinite_keys(sd) == [key]
+    assert report_folder(folder, load=True) == 1
+    out = capsys.readouterr().out
+    assert "NON-FINITE WEIGHTS in pose_encoder" in out and key in out and "loads OK" not in out.split("variant acc")[0]
+    assert report_folder(weights, load=True) == 0
+    assert "all values finite" in capsys.readouterr().out
+
+
+def test_save_state_dict_is_atomic_and_world_readable(tmp_path):
+    sd = {"a": torch.arange(6.0).view(2, 3).t(), "b": torch.zeros(2, dtype=torch.int64)}
+    for suffix in (".pth", ".safetensors"):
+        path = save_state_dict(sd, tmp_path / f"x{suffix}", dtype=torch.float16, verify=True)
+        assert (path.stat().st_mode & 0o777) == 0o644
+        back = read_state_dict(path)
+        assert back["a"].dtype == torch.float16 and back["b"].dtype == torch.int64
+        assert torch.equal(back["a"].float(), sd["a"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pth", "x.safetensors"]  # no temporary left
+
+
+def test_motion_modules_swap_without_reloading_the_unet(weights, tmp_path):
+    """A motion file loads as its own model and replaces the denoiser's motion modules in place."""
+    models = load_models(weights)
+    den = models.denoising_unet
+    spatial_before = {k: v.clone() for k, v in den.named_spatial_parameters()}
+    other = {k: torch.randn_like(v) for k, v in den.motion_module_state_dict().items()}
+    checkpoints.save_state_dict(other, tmp_path / "motion_other.safetensors")
+    mm = checkpoints.load_motion_modules(tmp_path / "motion_other.safetensors", den)
+    assert set(mm.state_dict()) == set(other)
+    old = mm.apply_to(den)
+    for k, v in den.motion_module_state_dict().items():
+        assert torch.equal(v, other[k]), k
+    assert all(torch.equal(v, spatial_before[k]) for k, v in den.named_spatial_parameters())
+    old.apply_to(den)  # swap back
+    original = read_state_dict(find_model_files(weights).motion_module)
+    now = den.state_dict()
+    assert all(torch.equal(now[k], v.to(torch.float32)) for k, v in original.items())
+    bad = dict(other)
+    bad.pop(next(iter(bad)))
+    bad["down_blocks.0.motion_modules.9.x"] = torch.zeros(1)
+    checkpoints.save_state_dict(bad, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"(?s)bad.pth.*1 unexpected key"):
+        checkpoints.load_motion_modules(tmp_path / "bad.pth", den)

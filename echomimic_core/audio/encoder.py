@@ -22,6 +22,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..checkpoints.state_dict import LazyTensors, read_checkpoint
 from ..errors import CheckpointError, InputError, ModelFilesNotFoundError
 from .mel import mel_segments
 
@@ -215,13 +216,7 @@ def _encoder_from_state_dict(config, state: dict[str, torch.Tensor], dtype, devi
 
 
 def _load_openai(path: Path, dtype, device) -> WhisperFeatureEncoder:
-    try:
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise CheckpointError(f"cannot read whisper checkpoint {path}: {exc}") from None
+    ckpt = read_checkpoint(path)  # safe (weights_only, memory-mapped); corrupt / unsafe files named
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
         raise CheckpointError(
             f"{path} is not an openai-whisper checkpoint (a dict with 'dims' and 'model_state_dict'); "
@@ -243,25 +238,16 @@ def _hf_encoder_tensors(folder: Path) -> dict[str, torch.Tensor]:
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     binary = folder / "pytorch_model.bin"
-    if single.is_file() or index.is_file():
-        from safetensors import safe_open
-
-        files = [single] if single.is_file() else sorted(
-            {folder / f for f in json.loads(index.read_text())["weight_map"].values()}
-        )
-        handles = []
-        for f in files:
-            handles.append(safe_open(str(f), framework="pt", device="cpu"))
-        keys = [(h, k) for h in handles for k in h.keys()]
-        prefix = _encoder_prefix([k for _, k in keys], folder)
-        return {k[len(prefix) :]: h.get_tensor(k) for h, k in keys if k.startswith(prefix)}
-    if binary.is_file():
-        try:
-            state = torch.load(binary, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-            state = torch.load(binary, map_location="cpu", weights_only=True)
-        prefix = _encoder_prefix(list(state), folder)
-        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if single.is_file() or index.is_file() or binary.is_file():
+        if single.is_file():
+            files = [single]
+        elif index.is_file():
+            files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+        else:
+            files = [binary]
+        tensors = LazyTensors(files)  # only the encoder's tensors are read (not the decoder's)
+        prefix = _encoder_prefix(tensors.keys(), folder)
+        return {k[len(prefix) :]: tensors.get(k) for k in tensors.keys() if k.startswith(prefix)}
     raise ModelFilesNotFoundError(
         f"no whisper weights in {folder}: expected {single.name}, {index.name} or {binary.name} next to config.json."
     )

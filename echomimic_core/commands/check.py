@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
 import os
 import platform
@@ -20,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", action="append", default=[], metavar="DIR",
                         help="a model folder to check (official pretrained_weights layout); repeatable")
     parser.add_argument("--no-load", action="store_true", help="only look for files, do not load the networks")
+    parser.add_argument("--no-finite-scan", action="store_true",
+                        help="skip the NaN / Inf scan of the loaded weights (one extra pass over them)")
 
 
 def _version(name: str) -> str:
@@ -56,8 +57,72 @@ def run(args: argparse.Namespace) -> int:
         print("model folders: none found (pass --models DIR or set ECHOMIMIC_MODELS_DIR)")
         return 0 if not args.models else 1
     status = 0
-    checkpoints = importlib.import_module("echomimic_core.checkpoints")
     for folder in dirs:
         print(f"model folder: {folder}")
-        status |= checkpoints.report_folder(folder, load=not args.no_load)
+        status |= report_folder(folder, load=not args.no_load, check_finite=not args.no_finite_scan)
+    return status
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def report_folder(folder: Path, load: bool, check_finite: bool = True) -> int:
+    """Print, per variant, which files are found or missing under ``folder`` and (``load``) whether the
+    networks load (and, ``check_finite``, hold only finite values). Returns 0 when the normal variant is
+    complete (and loads cleanly), else 1. The ``acc`` variant is optional."""
+    import torch
+
+    from ..checkpoints import VARIANTS, ModelFiles, expected_layout, find_model_files, load_models
+    from ..errors import EchoMimicError
+
+    status = 0
+    folder = Path(folder)
+    for variant in VARIANTS:
+        try:
+            files = find_model_files(folder, variant)
+        except EchoMimicError as exc:
+            print(f"  [{variant}] {exc}")
+            return 1
+        names = files.describe()
+        print(f"  variant {variant}: weights in {files.weights_dir}")
+        for key in ModelFiles.REQUIRED + ("inference_config",):
+            value = getattr(files, key)
+            mark = "found  " if value is not None else ("missing" if key != "inference_config" else "absent ")
+            print(f"    {mark} {names[key]:<52} {value if value is not None else ''}")
+        missing = files.missing()
+        if missing:
+            if variant == "normal":
+                status = 1
+                print(f"    -> incomplete: {', '.join(missing)}")
+                print("       " + expected_layout(variant).replace("\n", "\n       "))
+            else:
+                print(f"    -> not installed (optional): {', '.join(missing)}")
+            continue
+        if not load:
+            print("    -> all files found (not loaded: --no-load)")
+            continue
+        try:
+            # the scan sees the stored values (before the cast to float16)
+            models = load_models(folder, variant=variant, dtype=torch.float16, device="cpu",
+                                 check_finite=check_finite)
+        except EchoMimicError as exc:
+            status = 1
+            print(f"    -> LOAD FAILED: {exc}")
+            continue
+        report = models.load_report
+        if report is not None and report.nonfinite:
+            status = 1
+            for net, keys in report.nonfinite.items():
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                print(f"    -> NON-FINITE WEIGHTS in {net}: {len(keys)} tensor(s) hold NaN/Inf: {shown}")
+            print("       Fix: the file is damaged or came from a diverged training run; download / export it again.")
+            del models
+            continue
+        counts = {k: _count(v) for k, v in models.networks().items()}
+        scanned = ", all values finite" if check_finite else ""
+        print(f"    -> loads OK (float16, cpu{scanned}): "
+              + ", ".join(f"{k} {v:,} params" for k, v in counts.items()))
+        print(f"       denoiser keys by source: {report.sources if report else {}}")
+        del models
     return status

@@ -7,8 +7,16 @@ import copy
 import inspect
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["OFFICIAL_UNET_ADDITIONAL_KWARGS", "OFFICIAL_NOISE_SCHEDULER_KWARGS", "OFFICIAL_POSE_ENCODER_KWARGS",
-           "SD_IMAGE_VARIATIONS_UNET_CONFIG", "reference_unet_config", "denoising_unet_config"]
+from ..errors import ConfigError
+
+__all__ = ["LATENT_SCALE", "AUDIO_FEATURE_RATIO", "OFFICIAL_UNET_ADDITIONAL_KWARGS", "OFFICIAL_NOISE_SCHEDULER_KWARGS",
+           "OFFICIAL_POSE_ENCODER_KWARGS", "SD_IMAGE_VARIATIONS_UNET_CONFIG", "SD_VAE_FT_MSE_CONFIG", "reference_unet_config", "denoising_unet_config"]
+
+#: VAE latent scale hard-coded by the official pipeline and trainer (not read from the VAE config)
+LATENT_SCALE = 0.18215
+
+#: factor on the audio cross-attention output, hard-coded in the official 3-D transformer block
+AUDIO_FEATURE_RATIO = 3.0
 
 #: ``unet_additional_kwargs`` of configs/inference/inference_v2.yaml (app.py hard-codes the same)
 OFFICIAL_UNET_ADDITIONAL_KWARGS: Dict[str, Any] = {
@@ -72,6 +80,14 @@ SD_IMAGE_VARIATIONS_UNET_CONFIG: Dict[str, Any] = {
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
 }
 
+#: stabilityai/sd-vae-ft-mse ``config.json``; used only for a single diffusers-format VAE file without config
+SD_VAE_FT_MSE_CONFIG: Dict[str, Any] = {
+    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "in_channels": 3, "latent_channels": 4,
+    "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3, "sample_size": 256,
+    "scaling_factor": LATENT_SCALE, "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+
 # base-config entries the EchoMimicV2 networks cannot honour when they have a non-default value
 _UNSUPPORTED = {
     "class_embed_type": None, "num_class_embeds": None, "addition_embed_type": None,
@@ -95,7 +111,7 @@ def _filtered(cls, config: Mapping[str, Any], drop: tuple = ()) -> Dict[str, Any
         if value != default and not (key == "only_cross_attention" and isinstance(value, list) and not any(value)) \
                 and not (key == "transformer_layers_per_block" and isinstance(value, list)
                          and all(v == 1 for v in value)):
-            raise ValueError(f"unet config: {key}={value!r} is not supported by EchoMimicV2")
+            raise ConfigError(f"unet config: {key}={value!r} is not supported by EchoMimicV2")
     allowed = _init_args(cls) - set(drop)
     return {k: copy.deepcopy(v) for k, v in config.items() if k in allowed}
 
@@ -122,6 +138,6 @@ def denoising_unet_config(base_config: Mapping[str, Any],
     cfg["mid_block_type"] = "UNetMidBlock3DCrossAttn"
     unknown = set(extra) - _init_args(DenoisingUNet3DModel)
     if unknown:
-        raise ValueError(f"unet_additional_kwargs: unknown keys {sorted(unknown)}")
+        raise ConfigError(f"unet_additional_kwargs: unknown keys {sorted(unknown)}")
     cfg.update(copy.deepcopy(extra))
     return cfg

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..errors import InputError
 from .attention import (AudioCrossAttnProcessor, EchoAttentionContext, ReferenceBank, ReferenceReadProcessor)
+from .configs import AUDIO_FEATURE_RATIO
 from .unet_common import EchoUNetMixin, as_per_level
 
 __all__ = ["DenoisingUNet3DModel", "DenoisingUNetOutput", "MOTION_MODULE_KEY", "is_motion_module_key",
@@ -94,7 +95,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                  motion_module_resolutions: Sequence[int] = (1, 2, 4, 8), motion_module_mid_block: bool = True,
                  motion_module_decoder_only: bool = False, motion_module_type: str = "Vanilla",
                  motion_module_kwargs: Optional[dict] = None, unet_use_cross_frame_attention: Optional[bool] = False,
-                 unet_use_temporal_attention: Optional[bool] = False, audio_feature_ratio: float = 3.0,
+                 unet_use_temporal_attention: Optional[bool] = False, audio_feature_ratio: float = AUDIO_FEATURE_RATIO,
                  dropout: float = 0.0) -> None:
         super().__init__()
         if not use_inflated_groupnorm:

@@ -23,7 +23,7 @@ Per insertion point with ``C`` channels, state-dict keys (relative to ``motion_m
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from diffusers.models.attention import FeedForward
@@ -31,10 +31,11 @@ from diffusers.models.attention_processor import Attention
 from einops import rearrange
 from torch import nn
 
+from ..errors import CheckpointError
 from .attention import SelfAttnProcessor
 
 __all__ = ["SinusoidalPositionTable", "TemporalSelfAttention", "TemporalTransformerBlock",
-           "TemporalTransformer3DModel", "VanillaTemporalModule", "get_motion_module"]
+           "TemporalTransformer3DModel", "VanillaTemporalModule", "get_motion_module", "MotionModules"]
 
 
 class SinusoidalPositionTable(nn.Module):
@@ -194,3 +195,62 @@ def get_motion_module(in_channels: int, motion_module_type: str, motion_module_k
     if motion_module_type != "Vanilla":
         raise ValueError(f"motion_module_type {motion_module_type!r} is not supported (only 'Vanilla')")
     return VanillaTemporalModule(in_channels=in_channels, **dict(motion_module_kwargs or {}))
+
+
+class MotionModules(nn.Module):
+    """The motion modules of a denoiser as a model of their own (the role of diffusers' ``MotionAdapter``).
+
+    Its ``state_dict()`` has exactly the keys of ``motion_module.pth`` (``down_blocks.i.motion_modules.j…``,
+    ``mid_block.motion_modules.0…``, ``up_blocks.i.motion_modules.j…``), so one motion file can be loaded
+    on its own and swapped into a loaded denoiser with :meth:`apply_to` without rebuilding or reloading the
+    spatial UNet. Written by hand because EchoMimicV2's motion modules live inside its own block classes,
+    not in diffusers' ``UNetMotionModel`` layout.
+
+    Args:
+        lists: block path (``"down_blocks.0"``, ``"mid_block"`` …) → that block's ``motion_modules``
+            ``ModuleList``. The modules are held, not copied.
+    """
+
+    def __init__(self, lists: Mapping[str, nn.ModuleList]) -> None:
+        super().__init__()
+        self.block_paths = list(lists)
+        for path, modules in lists.items():
+            parent = self
+            for part in path.split("."):
+                if not hasattr(parent, part):
+                    parent.add_module(part, nn.Module())
+                parent = getattr(parent, part)
+            parent.add_module("motion_modules", modules)
+
+    @staticmethod
+    def lists_of(denoiser: nn.Module) -> Dict[str, nn.ModuleList]:
+        """``{block path: motion_modules ModuleList}`` of a denoiser (blocks without motion modules skipped)."""
+        return {name: getattr(m, "motion_modules") for name, m in denoiser.named_modules()
+                if isinstance(getattr(m, "motion_modules", None), nn.ModuleList)}
+
+    @classmethod
+    def from_denoiser(cls, denoiser: nn.Module) -> "MotionModules":
+        """A view of ``denoiser``'s current motion modules (shares the modules)."""
+        return cls(cls.lists_of(denoiser))
+
+    def apply_to(self, denoiser: nn.Module) -> "MotionModules":
+        """Install these motion modules into ``denoiser`` in place; returns the ones it had (to swap back).
+
+        The denoiser must have the same insertion points and shapes (same config). The attention backend
+        (sdpa / xformers) of the replaced modules is kept."""
+        old = self.lists_of(denoiser)
+        own = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        theirs = {k: tuple(v.shape) for k, v in MotionModules(old).state_dict().items()}
+        if own != theirs:
+            diff = sorted(set(own) ^ set(theirs)) or [k for k in own if own[k] != theirs[k]]
+            raise CheckpointError(f"these motion modules do not fit the denoiser (first differing keys: {diff[:3]})")
+        backend = next((getattr(m.processor, "backend", None) for lst in old.values() for m in lst.modules()
+                        if isinstance(m, Attention)), None)
+        for path in self.block_paths:
+            block = denoiser.get_submodule(path)
+            block.motion_modules = self.get_submodule(path).motion_modules
+        if backend is not None:
+            for m in self.modules():
+                if isinstance(m, Attention) and hasattr(m.processor, "backend"):
+                    m.processor.backend = backend
+        return MotionModules(old)
