@@ -109,7 +109,8 @@ def whisper_state(dims: dict = WHISPER_DIMS, seed: int = 0) -> dict:
 def write_base(out: str | Path, vae_dir: str | Path, blocks=(32, 64, 64, 128), heads: int = 4, seed: int = 0,
                mm_heads: int = 4) -> Path:
     from diffusers import UNet2DConditionModel
-    from safetensors.torch import save_file
+
+    from echomimic_core.checkpoints import save_checkpoint, save_state_dict
 
     out = Path(out)
     unet_dir = out / "sd-image-variations-diffusers" / "unet"
@@ -118,11 +119,10 @@ def write_base(out: str | Path, vae_dir: str | Path, blocks=(32, 64, 64, 128), h
     (unet_dir / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-    save_file({k: v.contiguous() for k, v in unet.state_dict().items()},
-              str(unet_dir / "diffusion_pytorch_model.safetensors"))
+    save_state_dict(unet.state_dict(), unet_dir / "diffusion_pytorch_model.safetensors")
     (out / "audio_processor").mkdir(parents=True, exist_ok=True)
-    torch.save({"dims": dict(WHISPER_DIMS), "model_state_dict": whisper_state(WHISPER_DIMS, seed + 1)},
-               out / "audio_processor" / "tiny.pt")
+    save_checkpoint({"dims": dict(WHISPER_DIMS), "model_state_dict": whisper_state(WHISPER_DIMS, seed + 1)},
+                    out / "audio_processor" / "tiny.pt")
     vae_out = out / "sd-vae-ft-mse"
     if vae_out.exists():
         shutil.rmtree(vae_out)

@@ -41,8 +41,8 @@ def estimate(resolution=768, frames=1, stage=1, phd=True, grad_ckpt=True, phd_la
         vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4,
                             down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
     n_ref = sum(p.numel() for p in ref.parameters())
-    n_den_sp = sum(p.numel() for k, p in den.named_parameters() if "motion_modules." not in k)
-    n_mm = sum(p.numel() for k, p in den.named_parameters() if "motion_modules." in k)
+    n_den_sp = sum(p.numel() for _, p in den.named_spatial_parameters())
+    n_mm = sum(p.numel() for _, p in den.named_motion_module_parameters())
     n_pose = sum(p.numel() for p in pose.parameters())
     n_vae = sum(p.numel() for p in vae.parameters())
     trainable = n_ref + n_den_sp + n_pose if stage == 1 else n_mm
@@ -53,8 +53,9 @@ def estimate(resolution=768, frames=1, stage=1, phd=True, grad_ckpt=True, phd_la
     if stage == 2:
         for m in (ref, pose):
             m.requires_grad_(False)
-        for k, p in den.named_parameters():
-            p.requires_grad_("motion_modules." in k)
+        den.requires_grad_(False)
+        for _, p in den.named_motion_module_parameters():
+            p.requires_grad_(True)
     net = TrainNet(ref, den, pose).train()
     S, h, f = resolution, resolution // 8, frames
     saved = [0]

@@ -46,22 +46,6 @@ def split_train_state(state: dict) -> dict[str, dict]:
     return out
 
 
-def _save(tensors: dict, path: Path, dtype, safetensors: bool) -> None:
-    t = {}
-    for k, v in tensors.items():
-        v = v.detach().cpu()
-        if v.is_floating_point() and dtype is not None and not k.endswith("pos_encoder.pe"):
-            v = v.to(dtype)
-        t[k] = v.contiguous().clone()
-    tmp = path.with_suffix(".tmp")
-    torch.save(t, tmp)
-    os.replace(tmp, path)
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file(t, str(path.with_suffix(".safetensors")))
-
-
 def _copy_tree(src: Path, dst: Path) -> None:
     """Copy files only (no permission bits: the source may be a read-only shared folder)."""
     if dst.exists():
@@ -78,18 +62,14 @@ def _copy_tree(src: Path, dst: Path) -> None:
 def export_state(state: dict, cfg: dict, out_dir: str | os.PathLike, *, base_unet_dir: Path, vae_folder: Path,
                  audio_encoder_path: Path | None, base_unet_config: dict, unet_additional_kwargs: dict, scheduler_kwargs: dict,
                  info: dict | None = None, safetensors: bool = False, dtype: torch.dtype | None = None) -> Path:
-    from echomimic_core.models import is_motion_module_key
+    from echomimic_core.checkpoints import save_inference_config, save_models
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parts = split_train_state(state)
-    den = parts["denoising_unet"]
-    spatial = {k: v for k, v in den.items() if not is_motion_module_key(k)}
-    motion = {k: v for k, v in den.items() if is_motion_module_key(k)}
-    _save(parts["reference_unet"], out / "reference_unet.pth", dtype, safetensors)
-    _save(spatial, out / "denoising_unet.pth", dtype, safetensors)
-    _save(motion, out / "motion_module.pth", dtype, safetensors)
-    _save(parts["pose_encoder"], out / "pose_encoder.pth", dtype, safetensors)
+    save_models(out, reference_unet=parts["reference_unet"], denoising_unet=parts["denoising_unet"],
+                pose_encoder=parts["pose_encoder"], suffixes=(".pth", ".safetensors") if safetensors else (".pth",),
+                dtype=dtype)
 
     unet_dir = out / "sd-image-variations-diffusers" / "unet"
     unet_dir.mkdir(parents=True, exist_ok=True)
@@ -100,8 +80,7 @@ def export_state(state: dict, cfg: dict, out_dir: str | os.PathLike, *, base_une
     if tiny is not None and tiny.is_file() and not (out / "audio_processor" / "tiny.pt").exists():
         (out / "audio_processor").mkdir(exist_ok=True)
         shutil.copyfile(tiny, out / "audio_processor" / "tiny.pt")
-    (out / "inference_config.json").write_text(json.dumps(
-        {"unet_additional_kwargs": unet_additional_kwargs, "noise_scheduler_kwargs": scheduler_kwargs}, indent=1))
+    save_inference_config(out, unet_additional_kwargs, scheduler_kwargs)
     (out / "train_info.json").write_text(json.dumps(info or {}, indent=1, default=str))
     return out
 
@@ -130,7 +109,7 @@ def _latest(run: Path) -> Path:
 def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetensors: bool = False,
                dtype=None) -> Path:
     """Export a run folder's checkpoint (default: the latest) without building the networks."""
-    from safetensors.torch import load_file
+    from echomimic_core.checkpoints import read_checkpoint, read_state_dict
 
     run = Path(run_dir)
     ck = Path(checkpoint) if checkpoint else _latest(run)
@@ -138,9 +117,9 @@ def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetens
     cfg = meta["config"]
     model_file = ck / "model.safetensors"
     if model_file.is_file():
-        state = load_file(str(model_file))
+        state = read_state_dict(model_file)
     elif (ck / "pytorch_model.bin").is_file():
-        state = torch.load(ck / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        state = read_state_dict(ck / "pytorch_model.bin")
     else:
         raise FileNotFoundError(f"{ck}: no model.safetensors (FSDP sharded checkpoints: merge them first with "
                                 "`accelerate merge-weights`)")
@@ -148,7 +127,7 @@ def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetens
     if use_ema and cfg["training"]["ema"]["enabled"]:
         ema_file = ck / "custom_checkpoint_2.pkl"
         if ema_file.is_file():
-            ema = torch.load(ema_file, map_location="cpu", weights_only=True)
+            ema = read_checkpoint(ema_file)  # {"shadow": {name: tensor}, ...}
             state.update({k: v for k, v in ema["shadow"].items() if k in state})
             used_ema = True
     src = json.loads((run / "sources.json").read_text())

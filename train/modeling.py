@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-VAE_SCALE = 0.18215  # hard-coded in the official pipeline (fixtures README, quirk 12)
+from echomimic_core.models.configs import LATENT_SCALE as VAE_SCALE  # hard-coded officially (fixtures quirk 12)
 
 
 @dataclass
@@ -49,30 +49,19 @@ def _read_json(path: Path) -> dict:
 
 def _folder_configs(folder: Path) -> tuple[dict, dict, dict]:
     """base unet config, unet_additional_kwargs, scheduler kwargs of an official-layout folder."""
-    from echomimic_core.models import OFFICIAL_NOISE_SCHEDULER_KWARGS, OFFICIAL_UNET_ADDITIONAL_KWARGS
+    from echomimic_core.checkpoints import INFERENCE_CONFIG_NAME, load_inference_config
+    from echomimic_core.errors import ModelFilesNotFoundError
 
     base_cfg_path = folder / "sd-image-variations-diffusers" / "unet" / "config.json"
     if not base_cfg_path.is_file():
-        raise FileNotFoundError(
+        raise ModelFilesNotFoundError(
             f"{base_cfg_path} not found. init.base_folder must hold sd-image-variations-diffusers/unet/ "
             "(config.json + diffusion_pytorch_model.safetensors) and sd-vae-ft-mse/ (the official "
             "pretrained_weights layout).")
     base = _read_json(base_cfg_path)
-    extra, sched = dict(OFFICIAL_UNET_ADDITIONAL_KWARGS), dict(OFFICIAL_NOISE_SCHEDULER_KWARGS)
-    inf = folder / "inference_config.json"
-    if inf.is_file():
-        j = _read_json(inf)
-        extra = j.get("unet_additional_kwargs", extra)
-        sched = j.get("noise_scheduler_kwargs", sched)
-    return base, extra, sched
-
-
-def _load_tensors(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    return torch.load(str(path), map_location="cpu", weights_only=True)
+    inf = folder / INFERENCE_CONFIG_NAME
+    cfg = load_inference_config(inf if inf.is_file() else None)
+    return base, cfg["unet_additional_kwargs"], cfg["noise_scheduler_kwargs"]
 
 
 def copy_matching(module: nn.Module, state: dict) -> tuple[int, list[str]]:
@@ -95,10 +84,11 @@ def alphas_cumprod_of(sched_kwargs: dict) -> torch.Tensor:
 
 def build_models(cfg: dict) -> Models:
     """Build VAE + the three trained networks in float32 on CPU per `cfg['init']`."""
-    from echomimic_core.checkpoints import load_vae
-
+    from echomimic_core.checkpoints import BASE_WEIGHT_NAMES, load_vae, read_state_dict
+    from echomimic_core.errors import ConfigError, ModelFilesNotFoundError
     from echomimic_core.models import (OFFICIAL_POSE_ENCODER_KWARGS, DenoisingUNet3DModel, PoseEncoder,
-                                       ReferenceUNet2DModel, denoising_unet_config, reference_unet_config)
+                                       ReferenceUNet2DModel, denoising_unet_config, reference_unet_config,
+                                       split_motion_state_dict)
 
     ini = cfg["init"]
     base_folder = Path(ini["base_folder"])
@@ -107,9 +97,11 @@ def build_models(cfg: dict) -> Models:
         base_cfg, extra, sched = _folder_configs(base_folder)
         ref = ReferenceUNet2DModel(**reference_unet_config(base_cfg))
         den = DenoisingUNet3DModel(**denoising_unet_config(base_cfg, extra))
-        sd_file = _first_existing(base_folder / "sd-image-variations-diffusers" / "unet",
-                                  ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"))
-        sd = {k: v.float() for k, v in _load_tensors(sd_file).items()}
+        base_unet_dir = base_folder / "sd-image-variations-diffusers" / "unet"
+        sd_file = next((base_unet_dir / n for n in BASE_WEIGHT_NAMES if (base_unet_dir / n).is_file()), None)
+        if sd_file is None:
+            raise ModelFilesNotFoundError(f"none of {list(BASE_WEIGHT_NAMES)} in {base_unet_dir}")
+        sd = {k: v.float() for k, v in read_state_dict(sd_file).items()}
         copy_matching(ref, sd)
         copy_matching(den, sd)  # attn2 to_k/to_v (768 vs 384) stay at their fresh init, as officially
         pe_kwargs = dict(OFFICIAL_POSE_ENCODER_KWARGS)
@@ -117,7 +109,6 @@ def build_models(cfg: dict) -> Models:
         pe_kwargs["conditioning_embedding_channels"] = int(base_cfg["block_out_channels"][0])
         pose = PoseEncoder(**pe_kwargs)
         vae_folder = base_folder / "sd-vae-ft-mse"
-        base_unet_dir = base_folder / "sd-image-variations-diffusers" / "unet"
         tiny = base_folder / "audio_processor" / "tiny.pt"
         audio_path = tiny if tiny.is_file() else None
     elif mode == "official":
@@ -134,24 +125,17 @@ def build_models(cfg: dict) -> Models:
         for m in (ref, den, pose):
             m.train()
     else:
-        raise ValueError(f"init.from must be 'sd' or 'official', got {mode!r}")
+        raise ConfigError(f"init.from must be 'sd' or 'official', got {mode!r}")
     if ini.get("motion_module"):
-        mm = {k: v.float() for k, v in _load_tensors(Path(ini["motion_module"])).items() if "motion_modules." in k}
-        n, _ = copy_matching(den, mm)
+        mm, _ = split_motion_state_dict(read_state_dict(Path(ini["motion_module"])))
+        n, _ = copy_matching(den, {k: v.float() for k, v in mm.items()})
         if n == 0:
-            raise ValueError(f"{ini['motion_module']}: no motion-module key matched the denoiser")
+            raise ConfigError(f"{ini['motion_module']}: no motion-module key matched the denoiser")
     vae = load_vae(vae_folder, dtype=torch.float32)  # local files only: a missing folder is an error, never a hub id
     for m in (ref, den, pose):
         m.float()
     return Models(vae, ref, den, pose, alphas_cumprod_of(sched), base_cfg, extra, sched, vae_folder, base_unet_dir,
                   audio_path)
-
-
-def _first_existing(folder: Path, names) -> Path:
-    for n in names:
-        if (folder / n).is_file():
-            return folder / n
-    raise FileNotFoundError(f"none of {list(names)} in {folder}")
 
 
 def enable_gradient_checkpointing(net: nn.Module) -> None:

@@ -232,14 +232,14 @@ def _matches(selector: str, module: str, name: str) -> bool:
         return module == "pose_encoder"
     if module != "denoising_unet":
         return False
-    is_motion = "motion_modules." in name
+    from echomimic_core.models import is_audio_attention_key, is_motion_module_key
+
     if selector == "denoising_unet.motion":
-        return is_motion
+        return is_motion_module_key(name)
     if selector == "denoising_unet.spatial":
-        return not is_motion
+        return not is_motion_module_key(name)
     if selector == "denoising_unet.audio":
-        # the transformer blocks' attn2/norm2 only (ResNets also have a `norm2`, which is not audio)
-        return (not is_motion) and ".transformer_blocks." in name and (".attn2." in name or ".norm2." in name)
+        return is_audio_attention_key(name)  # transformer blocks' attn2/norm2 (not the ResNets' norm2)
     return False
 
 

@@ -42,6 +42,11 @@ import cv2
 import numpy as np
 import torch
 
+if __package__ in (None, ""):  # `python train/vae.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from echomimic_core.models.configs import LATENT_SCALE as OFFICIAL_SCALE  # noqa: E402
+
 DEFAULT_BLOCKS = (16, 16, 32, 32)
 
 
@@ -56,7 +61,7 @@ def vae_config(block_out_channels=DEFAULT_BLOCKS, sample_size: int = 64, norm_nu
         "up_block_types": ["UpDecoderBlock2D"] * len(blocks),
         "block_out_channels": list(blocks), "layers_per_block": int(layers_per_block),
         "act_fn": "silu", "norm_num_groups": int(groups), "sample_size": int(sample_size),
-        "scaling_factor": 0.18215, "force_upcast": True, "mid_block_add_attention": True,
+        "scaling_factor": OFFICIAL_SCALE, "force_upcast": True, "mid_block_add_attention": True,
     }
 
 
@@ -237,8 +242,6 @@ def evaluate_vae(vae, frames: np.ndarray, masks: np.ndarray | None = None, batch
     return out
 
 
-OFFICIAL_SCALE = 0.18215
-"""The latent scale the official pipeline (and this repo's pipeline and trainer) hard-code."""
 
 
 @torch.no_grad()

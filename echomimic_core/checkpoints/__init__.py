@@ -15,13 +15,13 @@ from .loading import (EchoMimicModels, base_weights, load_denoising_unet, load_i
                       load_motion_modules, load_pose_encoder, load_reference_unet, load_vae)
 from .saving import INFERENCE_CONFIG_NAME, save_inference_config, save_models
 from .state_dict import (PICKLE_SUFFIXES, WEIGHT_SUFFIXES, LazyTensors, LoadReport, check_strict, expected_shapes,
-                         key_mismatch_error, nonfinite_keys, read_checkpoint, read_state_dict, save_state_dict,
-                         verify_identical)
+                         key_mismatch_error, nonfinite_keys, read_checkpoint, read_state_dict, save_checkpoint,
+                         save_state_dict, verify_identical)
 
 __all__ = [
     "VARIANTS", "NETWORK_STEMS", "WEIGHT_SUFFIXES", "PICKLE_SUFFIXES", "BASE_WEIGHT_NAMES", "DOWNLOAD_HINT",
     "ModelFiles", "EchoMimicModels", "LoadReport", "LazyTensors", "find_model_files", "find_weight",
-    "expected_layout", "read_checkpoint", "read_state_dict", "save_state_dict", "verify_identical",
+    "expected_layout", "read_checkpoint", "read_state_dict", "save_state_dict", "save_checkpoint", "verify_identical",
     "nonfinite_keys", "check_strict", "expected_shapes", "key_mismatch_error", "load_inference_config",
     "save_inference_config", "INFERENCE_CONFIG_NAME", "load_reference_unet", "load_denoising_unet",
     "load_motion_modules", "load_pose_encoder", "load_vae", "base_weights", "load_models", "save_models",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -18,7 +17,7 @@ import torch
 from ..errors import ConfigError
 from ..models import split_motion_state_dict
 from .layout import VARIANTS
-from .state_dict import FILE_MODE, save_state_dict
+from .state_dict import atomic_write, save_state_dict
 
 __all__ = ["save_models", "save_inference_config", "INFERENCE_CONFIG_NAME"]
 
@@ -69,13 +68,6 @@ def save_models(out_dir: Union[str, os.PathLike], *, reference_unet: Optional[We
 def save_inference_config(out_dir: Union[str, os.PathLike], unet_additional_kwargs: Mapping[str, Any],
                           noise_scheduler_kwargs: Mapping[str, Any]) -> Path:
     """Write ``inference_config.json`` (read back by :func:`load_inference_config`), atomically."""
-    path = Path(out_dir) / INFERENCE_CONFIG_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"unet_additional_kwargs": dict(unet_additional_kwargs),
                        "noise_scheduler_kwargs": dict(noise_scheduler_kwargs)}, indent=1)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, FILE_MODE)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(out_dir) / INFERENCE_CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))

@@ -21,13 +21,14 @@ import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..errors import CheckpointError, ModelFilesNotFoundError, NotAStateDictError
 
 __all__ = ["WEIGHT_SUFFIXES", "PICKLE_SUFFIXES", "read_checkpoint", "read_state_dict", "save_state_dict",
+           "save_checkpoint", "atomic_write",
            "LazyTensors", "verify_identical", "nonfinite_keys", "LoadReport", "key_mismatch_error",
            "check_strict", "expected_shapes", "cast_floating"]
 
@@ -120,6 +121,23 @@ def read_state_dict(path: PathLike) -> "OrderedDict[str, torch.Tensor]":
     return as_state_dict(read_checkpoint(path), Path(path))
 
 
+def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
+    """``write(tmp)`` into a temporary file next to ``path``, then rename it over ``path`` (readers never
+    see a half-written file; an interrupted write leaves the old file). Mode 0644."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def _safetensors_ready(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """CPU, contiguous, unshared tensors (safetensors refuses shared or strided storage)."""
     seen: set = set()
@@ -148,24 +166,24 @@ def save_state_dict(state_dict: Mapping[str, torch.Tensor], path: PathLike,
     tensors = OrderedDict(
         (k, v.to(dtype) if dtype is not None and v.is_floating_point() and not k.endswith(tuple(keep_dtype)) else v)
         for k, v in state_dict.items())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
 
-            save_file(_safetensors_ready(tensors), tmp, metadata=metadata or {"format": "pt"})
-        else:
-            torch.save(OrderedDict((k, v.detach().cpu().contiguous()) for k, v in tensors.items()), tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        atomic_write(path, lambda tmp: save_file(_safetensors_ready(tensors), tmp,
+                                                 metadata=metadata or {"format": "pt"}))
+    else:
+        atomic_write(path, lambda tmp: torch.save(
+            OrderedDict((k, v.detach().cpu().contiguous()) for k, v in tensors.items()), tmp))
     if verify:
         verify_identical(tensors, read_state_dict(path), f"{path}")
     return path
+
+
+def save_checkpoint(obj: Any, path: PathLike) -> Path:
+    """Write a ``weights_only``-loadable object that is not a flat state dict (e.g. the openai whisper
+    ``{"dims": …, "model_state_dict": …}``) atomically with :func:`torch.save`; the counterpart of
+    :func:`read_checkpoint`."""
+    return atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def _bytes(t: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ from .configs import AUDIO_FEATURE_RATIO
 from .unet_common import EchoUNetMixin, as_per_level
 
 __all__ = ["DenoisingUNet3DModel", "DenoisingUNetOutput", "MOTION_MODULE_KEY", "is_motion_module_key",
+           "is_audio_attention_key",
            "split_motion_state_dict", "reference_pairing"]
 
 MOTION_MODULE_KEY = "motion_modules."
@@ -47,6 +48,15 @@ MOTION_MODULE_KEY = "motion_modules."
 def is_motion_module_key(key: str) -> bool:
     """True for keys of the motion modules (the content of ``motion_module.pth``)."""
     return MOTION_MODULE_KEY in key
+
+
+_AUDIO_ATTENTION = re.compile(r"\.transformer_blocks\.\d+\.(attn2|norm2)\.")
+
+
+def is_audio_attention_key(key: str) -> bool:
+    """True for the audio cross-attention (``attn2``) and the LayerNorm before it (``norm2``) of a
+    spatial transformer block (not the ResNets' ``norm2``, not the motion modules)."""
+    return not is_motion_module_key(key) and _AUDIO_ATTENTION.search(key) is not None
 
 
 def split_motion_state_dict(state_dict: Mapping[str, torch.Tensor]
@@ -159,8 +169,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
     def named_audio_attention_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
         """Parameters of the audio cross-attention (``attn2``) and the LayerNorm before it (``norm2``) of
         every spatial transformer block (not the ResNets' ``norm2``)."""
-        pattern = re.compile(r"\.transformer_blocks\.\d+\.(attn2|norm2)\.")
-        return ((k, p) for k, p in self.named_parameters() if pattern.search(k))
+        return ((k, p) for k, p in self.named_parameters() if is_audio_attention_key(k))
 
     # -- forward ---------------------------------------------------------------------------------------
 
