@@ -15,7 +15,14 @@ from comfy_api.latest import io
 
 from . import _comfy
 
-BACKENDS = ["mediapipe", "dwpose"]
+
+def _backend_names() -> list[str]:
+    from echomimic_core.pose.backends import backend_names
+
+    return backend_names()
+
+
+BACKENDS = _backend_names()
 POLICIES = ["loop", "pingpong", "hold", "trim"]  # echomimic_core.pose.length.POLICIES, "loop" first (default)
 _POSE_FILE_EXTS = (".npz", ".json")
 
@@ -84,28 +91,15 @@ def resample_indices(total: int, fps: float, target_fps: float) -> list[int]:
 
 
 # ------------------------------------------------------------------ extractors (one per node run)
-def _dwpose_dir() -> str | None:
-    for _, root in _comfy.model_search_roots():
-        for sub in ("dwpose", ""):
-            d = os.path.join(root, sub) if sub else root
-            if os.path.isfile(os.path.join(d, "yolox_l.onnx")) and os.path.isfile(os.path.join(d, "dw-ll_ucoco_384.onnx")):
-                return d
-    return None
-
-
 def make_extractor(backend: str):
-    """A pose extractor ``fn(rgb_uint8[H, W, 3]) -> frame dict``; DWPose reads its .onnx files from
-    models/echomimic_v2/dwpose (or models/dwpose)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"pose backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "dwpose":
-        import folder_paths
-        from echomimic_core.pose import DWPoseExtractor
+    """A pose extractor ``fn(rgb_uint8[H, W, 3]) -> frame dict`` from the library's backend registry;
+    model files (DWPose .onnx) are searched for in ComfyUI's model folders (models/echomimic_v2/dwpose,
+    models/dwpose, ...)."""
+    import folder_paths
+    from echomimic_core.pose.backends import get_backend
 
-        return DWPoseExtractor(model_dir=_dwpose_dir(), models_root=folder_paths.models_dir)
-    from echomimic_core.pose import MediaPipeExtractor
-
-    return MediaPipeExtractor()
+    spec = get_backend(backend)
+    return spec.create(models_roots=[root for _, root in _comfy.model_search_roots()] + [folder_paths.models_dir])
 
 
 @contextlib.contextmanager

@@ -243,13 +243,10 @@ def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.n
 
 
 def make_extractor(name: str, dwpose_dir: str | None = None):
-    from echomimic_core.pose import DWPoseExtractor, MediaPipeExtractor
+    """The named backend of echomimic_core's pose registry (``dwpose_dir``: its model-file folder)."""
+    from echomimic_core.pose.backends import create_extractor
 
-    if name == "dwpose":
-        return DWPoseExtractor(model_dir=dwpose_dir)
-    if name == "mediapipe":
-        return MediaPipeExtractor()
-    raise ValueError("--pose must be dwpose or mediapipe")
+    return create_extractor(name, model_dir=dwpose_dir)
 
 
 def preprocess(videos_dir, out_dir, extractor, *, audio_encoder=None, resolution: int = 768, kind: str = "halfbody",
@@ -300,7 +297,9 @@ def main(argv=None) -> int:
     ap.add_argument("videos_dir")
     ap.add_argument("out_dir")
     ap.add_argument("--resolution", type=int, default=768)
-    ap.add_argument("--pose", default="dwpose", choices=["dwpose", "mediapipe"])
+    from echomimic_core.pose.backends import backend_names
+
+    ap.add_argument("--pose", default="dwpose", choices=backend_names())
     ap.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
     ap.add_argument("--audio-encoder", default=None,
                     help="whisper tiny.pt (cache the audio features now; otherwise the trainer computes them)")

@@ -20,6 +20,8 @@ Extraction (``__call__(rgb_uint8) -> frame dict``)
     ``DWPoseExtractor(model_dir=None, models_root=None)`` - onnxruntime on local
     ``yolox_l.onnx`` + ``dw-ll_ucoco_384.onnx``; ``find_dwpose_files(...)``.
     ``MediaPipeExtractor()`` - mediapipe 0.10.21 Holistic, no download.
+    ``get_backend(name)`` / ``create_extractor(name, model_dir=None, models_roots=())`` /
+    ``backend_names()`` - the backend registry (capabilities, needed model files); :mod:`.backends`.
     ``extract_sequence(frames, extractor, fps=24, align=True)`` - driving video frames -> (sequence,
     box params), the official preprocessing; ``official_frame_stride(avg_fps)``.
 Alignment
@@ -35,6 +37,7 @@ from .align import (align_to_reference, crop_reference, frame_anchors, get_pose_
                     normalize_to_box, resize_and_pad, resize_and_pad_param, sequence_from_detections)
 from .draw import (ALL_PARTS, POSE_CONDITIONS, draw_full_pose, draw_full_pose_canvas, draw_hands,
                    draw_pose_select_v2, render_frames)
+from .backends import PoseBackend, backend_names, create_extractor, get_backend, register_backend
 from .dwpose import DET_FILE, POSE_FILE, DWPoseExtractor, find_dwpose_files
 from .extract import extract_sequence, official_frame_stride
 from .formats import (BASE_SIZE, FULL_CANVAS, PoseSequence, empty_frame, normalize_frame, scale_draw_params,
@@ -49,6 +52,7 @@ __all__ = [
     "normalize_frame", "empty_frame", "scale_draw_params", "validate_draw_params", "BASE_SIZE", "FULL_CANVAS",
     "draw_hands", "draw_pose_select_v2", "draw_full_pose", "draw_full_pose_canvas", "render_frames",
     "POSE_CONDITIONS", "ALL_PARTS",
+    "PoseBackend", "backend_names", "create_extractor", "get_backend", "register_backend",
     "DWPoseExtractor", "find_dwpose_files", "extract_sequence", "official_frame_stride", "DET_FILE", "POSE_FILE", "MediaPipeExtractor",
     "align_to_reference", "crop_reference", "get_pose_params", "resize_and_pad", "resize_and_pad_param",
     "sequence_from_detections", "normalize_to_box", "main_person", "frame_anchors",

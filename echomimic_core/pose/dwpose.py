@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from ..errors import CheckpointError, InputError, ModelFilesNotFoundError
+from ..errors import CheckpointError, InputError
 
 DET_FILE = "yolox_l.onnx"
 POSE_FILE = "dw-ll_ucoco_384.onnx"
@@ -45,36 +45,21 @@ _MMPOSE_IDX = [17, 6, 8, 10, 7, 9, 12, 14, 16, 13, 15, 2, 1, 4, 3]
 _OPENPOSE_IDX = [1, 2, 3, 4, 6, 7, 8, 9, 10, 12, 13, 14, 15, 16, 17]
 
 
-def candidate_dirs(model_dir: str | Path | None = None, models_root: str | Path | None = None) -> list[Path]:
-    dirs: list[Path] = []
-    if model_dir is not None:
-        dirs.append(Path(model_dir))
-    if models_root is not None:
-        dirs += [Path(models_root) / sub if sub else Path(models_root) for sub in MODELS_SUBDIRS]
-    return dirs
-
-
 def find_dwpose_files(model_dir: str | Path | None = None, models_root: str | Path | None = None,
                       det_name: str = DET_FILE, pose_name: str = POSE_FILE) -> tuple[Path, Path]:
-    """``(detector, pose)`` paths from ``model_dir`` or a ComfyUI ``models_root``; both files must be
-    in one folder. Raises :class:`ModelFilesNotFoundError` naming the files and where to put them."""
-    dirs = candidate_dirs(model_dir, models_root)
-    for d in dirs:
-        det, pose = d / det_name, d / pose_name
-        if det.is_file() and pose.is_file():
-            return det, pose
-    looked = "\n".join(f"  {d}" + ("" if not d.is_dir() else "  (has: " + ", ".join(
-        sorted(p.name for p in d.glob("*.onnx"))[:6]) + ")") for d in dirs) or "  (no folder given)"
-    where = (f"{Path(models_root) / 'echomimic_v2' / 'dwpose'}" if models_root is not None
-             else (str(model_dir) if model_dir is not None else "<ComfyUI>/models/echomimic_v2/dwpose"))
-    raise ModelFilesNotFoundError(
-        f"DWPose model files not found: need both '{det_name}' (person detector) and '{pose_name}' "
-        f"(whole-body pose) in one folder.\nLooked in:\n{looked}\n"
-        f"Download them from https://huggingface.co/yzd-v/DWPose and put them in {where}/ "
-        "(nothing is downloaded automatically). Alternatively use the mediapipe pose backend.")
+    """``(detector, pose)`` paths from ``model_dir`` or a ComfyUI ``models_root`` (searched in
+    ``MODELS_SUBDIRS``); both files must be in one folder. The search is the pose-backend registry's
+    (:meth:`~echomimic_core.pose.backends.PoseBackend.find_files`); raises
+    :class:`ModelFilesNotFoundError` naming the files and where to put them."""
+    from dataclasses import replace
+
+    from .backends import get_backend
+
+    backend = replace(get_backend("dwpose"), model_files=(det_name, pose_name))
+    det, pose = backend.find_files(model_dir, [models_root] if models_root is not None else [])
+    return det, pose
 
 
-# ------------------------------------------------------------------ detector
 def letterbox(img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """Top-left letterbox to ``size`` = (h, w), pad 114 -> (CHW float32, ratio)."""
     h, w = img.shape[:2]

@@ -27,7 +27,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..errors import InputError, ModelFilesNotFoundError
+from ..errors import BackendUnavailableError, InputError
 from .formats import N_BODY, empty_frame
 
 POSE_TO_OPENPOSE = (0, None, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
@@ -49,7 +49,7 @@ def _import_mediapipe():
         import mediapipe as mp
         holistic = mp.solutions.holistic  # noqa: F841 - the legacy API ships the models
     except (ImportError, AttributeError):
-        raise ModelFilesNotFoundError(
+        raise BackendUnavailableError(
             "the mediapipe pose backend needs mediapipe 0.10.21 (its wheel ships the hand/pose/face models; "
             "versions >= 0.10.30 have no 'solutions' API and would need downloaded .task files): "
             "pip install mediapipe==0.10.21 (requires numpy<2), or use the DWPose backend") from None
