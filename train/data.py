@@ -24,12 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from echomimic_core.pose.arrays import PoseArrays, frame_from_arrays
+
 FORMAT = "echomimic-v2-train/1"
-KP_ARRAYS = {
-    "bodies": (18, 2), "bodies_score": (18,),
-    "hands": (2, 21, 2), "hands_score": (2, 21),
-    "faces": (68, 2), "faces_score": (68,),
-}
+KP_ARRAYS = PoseArrays.SHAPES
 LIPS = list(range(48, 68))
 HEAD_BODY_POINTS = (0, 14, 15, 16, 17)
 
@@ -80,11 +78,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def empty_keypoints(num_frames: int) -> dict:
-    out = {}
-    for k, shape in KP_ARRAYS.items():
-        fill = 0.0 if k.endswith("score") else -1.0
-        out[k] = np.full((num_frames,) + shape, fill, dtype=np.float32)
-    return out
+    return PoseArrays.empty(num_frames).as_dict()
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -177,14 +171,7 @@ def box_mask(box: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def frame_dict(kp: dict, i: int) -> dict:
     """Frame i of keypoints.npz → one pose frame in the official dict layout (echomimic_core.pose)."""
-    cand = kp["bodies"][i].astype(np.float64)
-    score = kp["bodies_score"][i].astype(np.float64)
-    subset = np.where(score > 0.3, np.arange(18, dtype=np.float64), -1.0)
-    return {
-        "bodies": {"candidate": cand, "subset": subset[None], "score": score[None]},
-        "hands": kp["hands"][i].astype(np.float64), "hands_score": kp["hands_score"][i].astype(np.float64),
-        "faces": kp["faces"][i][None].astype(np.float64), "faces_score": kp["faces_score"][i][None].astype(np.float64),
-    }
+    return frame_from_arrays(kp, i)
 
 
 def draw_pose(kp: dict, i: int, size: int, parts: str) -> np.ndarray:

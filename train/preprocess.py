@@ -106,34 +106,9 @@ def _box_placer(draw_params):
 def _frames_to_arrays(frames: list[dict], placer) -> dict:
     """Per-frame dicts → keypoints.npz arrays normalised to the stored frame (`placer(x, y)` maps the
     frames' normalised coordinates); missing points (≤ 0.01) become -1 with score 0."""
-    F = len(frames)
-    kp = D.empty_keypoints(F)
+    from echomimic_core.pose.arrays import PoseArrays
 
-    def place(xy):
-        xy = np.asarray(xy, dtype=np.float64).copy()
-        bad = (xy[..., 0] <= 0.01) | (xy[..., 1] <= 0.01)
-        xy[..., 0], xy[..., 1] = placer(xy[..., 0], xy[..., 1])
-        xy[bad] = -1.0
-        return xy
-
-    for i, fr in enumerate(frames):
-        b = fr["bodies"]
-        cand, subset, score = np.asarray(b["candidate"]), np.asarray(b["subset"]), np.asarray(b["score"])
-        if subset.shape[0] >= 1:
-            for j in range(18):
-                idx = int(subset[0, j])
-                if idx >= 0:
-                    kp["bodies"][i, j] = place(cand[idx])
-                    kp["bodies_score"][i, j] = float(score[0, j])
-        hands, hs = np.asarray(fr["hands"]), np.asarray(fr["hands_score"])
-        for h in range(min(2, len(hands))):
-            kp["hands"][i, h] = place(hands[h])
-            kp["hands_score"][i, h] = np.where(kp["hands"][i, h, :, 0] < 0, 0, hs[h])
-        faces, fs = np.asarray(fr["faces"]), np.asarray(fr["faces_score"])
-        if len(faces):
-            kp["faces"][i] = place(faces[0])
-            kp["faces_score"][i] = np.where(kp["faces"][i, :, 0] < 0, 0, fs[0])
-    return kp
+    return PoseArrays.from_frames(frames, placer).as_dict()
 
 
 HEADSHOT_HEAD_BOX = (0.5, 0.24, 0.26)

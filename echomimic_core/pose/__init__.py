@@ -5,7 +5,9 @@ Public API
 ----------
 Data and files
     ``PoseSequence(frames, draw_params=FULL_CANVAS, fps=24.0, ref_w=800)`` - ``len()``, ``[i]``,
-    ``select(indices)``, ``copy()``, ``frame_draw_params(i)``, ``PoseSequence.from_frames(...)``.
+    ``select(indices)``, ``copy()``, ``frame_draw_params(i)``, ``PoseSequence.from_frames(...)``,
+    ``to_arrays()`` / ``PoseSequence.from_arrays(...)``.
+    ``PoseArrays`` - dense one-person arrays ``[F, ...]`` (the trainer's ``keypoints.npz``).
     ``load_pose_sequence(path)`` - official ``k.npy`` folder (safe restricted unpickler), our
     ``.npz``/``.json`` (versioned), or one ``.npy`` frame.
     ``save_pose_sequence(seq, path)`` - ``.npz``/``.json`` -> our file; a folder -> official layout.
@@ -37,6 +39,7 @@ from .align import (align_to_reference, crop_reference, frame_anchors, get_pose_
                     normalize_to_box, resize_and_pad, resize_and_pad_param, sequence_from_detections)
 from .draw import (ALL_PARTS, POSE_CONDITIONS, draw_full_pose, draw_full_pose_canvas, draw_hands,
                    draw_pose_select_v2, render_frames)
+from .arrays import PoseArrays
 from .backends import PoseBackend, backend_names, create_extractor, get_backend, register_backend
 from .dwpose import DET_FILE, POSE_FILE, DWPoseExtractor, find_dwpose_files
 from .extract import extract_sequence, official_frame_stride
@@ -48,7 +51,7 @@ from .mediapipe_backend import MediaPipeExtractor
 from .safe_load import safe_load_npy
 
 __all__ = [
-    "PoseSequence", "load_pose_sequence", "save_pose_sequence", "save_official_folder", "safe_load_npy",
+    "PoseSequence", "PoseArrays", "load_pose_sequence", "save_pose_sequence", "save_official_folder", "safe_load_npy",
     "normalize_frame", "empty_frame", "scale_draw_params", "validate_draw_params", "BASE_SIZE", "FULL_CANVAS",
     "draw_hands", "draw_pose_select_v2", "draw_full_pose", "draw_full_pose_canvas", "render_frames",
     "POSE_CONDITIONS", "ALL_PARTS",

@@ -263,3 +263,20 @@ class PoseSequence:
             if tuple(f.get("draw_pose_params", draw_params)) == tuple(draw_params):
                 f.pop("draw_pose_params", None)
         return cls(frames, draw_params, fps, ref_w)
+
+    def to_arrays(self, placer=None, missing_below: float = 0.01):
+        """Dense one-person arrays (:class:`~echomimic_core.pose.arrays.PoseArrays`); see
+        :meth:`PoseArrays.from_frames` for ``placer`` and ``missing_below``."""
+        from .arrays import PoseArrays
+
+        return PoseArrays.from_frames(self.frames, placer, missing_below)
+
+    @classmethod
+    def from_arrays(cls, arrays, draw_params: Sequence[int] | None = None, fps: float = 24.0,
+                    ref_w: int = DEFAULT_REF_W) -> "PoseSequence":
+        """A sequence from :class:`~echomimic_core.pose.arrays.PoseArrays` (or a dict of its arrays)."""
+        from .arrays import PoseArrays
+
+        if not isinstance(arrays, PoseArrays):
+            arrays = PoseArrays.from_dict(arrays)
+        return cls.from_frames(arrays.frames(), draw_params=draw_params, fps=fps, ref_w=ref_w)
