@@ -85,6 +85,21 @@ def test_processors_installed_and_no_kwarg_warnings(nets, caplog):
     assert all(isinstance(b.attn1.processor, ReferenceReadProcessor) for b in den.transformer_blocks().values())
 
 
+def test_set_default_attn_processor_restores_the_motion_modules(nets):
+    """A stock diffusers processor set everywhere is replaced again everywhere, motion modules included."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    _, den = nets
+    motion = [m for name, m in den.named_modules() if isinstance(m, Attention) and "motion_modules." in name]
+    assert motion and all(isinstance(m.processor, SelfAttnProcessor) for m in motion)
+    den.set_attn_processor(AttnProcessor2_0())
+    assert all(isinstance(m.processor, AttnProcessor2_0) for m in motion)
+    den.set_default_attn_processor()
+    assert all(type(m.processor) is SelfAttnProcessor for m in motion)
+    assert all(isinstance(b.attn2.processor, AudioCrossAttnProcessor) for b in den.transformer_blocks().values())
+    assert not [m for m in den.modules() if isinstance(m, Attention) and isinstance(m.processor, AttnProcessor2_0)]
+
+
 def test_reference_unet_state_dict_has_no_removed_modules(nets):
     ref, den = nets
     keys = ref.state_dict().keys()

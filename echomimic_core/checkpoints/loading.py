@@ -343,7 +343,7 @@ def load_models(folder: Union[str, os.PathLike], variant: str = "normal", dtype:
                               f"pose_encoder.pth that belongs to these EchoMimicV2 weights.")
     try:
         pairing = reference_pairing(reference, denoiser)
-    except ValueError as exc:
+    except (ValueError, CheckpointError) as exc:
         raise CheckpointError(f"{files.reference_unet} does not pair with the denoiser: {exc}") from None
     return EchoMimicModels(vae=vae, reference_unet=reference, denoising_unet=denoiser, pose_encoder=pose,
                            scheduler_kwargs=dict(cfg["noise_scheduler_kwargs"]),

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
+from ..errors import ConfigError, InputError
+
 __all__ = [
     "ReferenceBank",
     "EchoAttentionContext",
@@ -176,7 +178,7 @@ class EchoAttentionContext:
                 break
             h, w = (h + 1) // 2, (w + 1) // 2
         if size is None:
-            raise ValueError(f"no UNet level of a {H}x{W} latent has {num_tokens} tokens")
+            raise InputError(f"no UNet level of a {H}x{W} latent has {num_tokens} tokens")
         flat = rearrange(mask.float(), "b f h w -> (b f) 1 h w")
         if tuple(flat.shape[-2:]) != size:
             if self.region_mask_mode == "nearest":
@@ -184,7 +186,7 @@ class EchoAttentionContext:
             elif self.region_mask_mode == "area":
                 flat = F.adaptive_avg_pool2d(flat, size)
             else:
-                raise ValueError(f"region_mask_mode must be 'nearest' or 'area', not {self.region_mask_mode!r}")
+                raise ConfigError(f"region_mask_mode must be 'nearest' or 'area', not {self.region_mask_mode!r}")
         resized = rearrange(flat, "n 1 h w -> n (h w) 1")
         self._mask_cache[num_tokens] = resized
         return resized.to(device=device, dtype=dtype)
@@ -286,7 +288,7 @@ class ReferenceReadProcessor(_EchoProcessorBase):
         if bank.shape[0] == 1 and b != 1:
             bank = bank.expand(b, -1, -1)
         elif bank.shape[0] != b:
-            raise ValueError(f"reference bank batch {bank.shape[0]} does not match the UNet batch {b} "
+            raise InputError(f"reference bank batch {bank.shape[0]} does not match the UNet batch {b} "
                              f"(block {self.name})")
         bank = repeat(bank, "b m c -> (b f) m c", f=f)
 

@@ -33,7 +33,7 @@ from diffusers.utils import BaseOutput
 from einops import rearrange
 from torch import nn
 
-from ..errors import InputError
+from ..errors import CheckpointError, ConfigError, InputError
 from .attention import (AudioCrossAttnProcessor, EchoAttentionContext, ReferenceBank, ReferenceReadProcessor)
 from .configs import AUDIO_FEATURE_RATIO
 from .unet_common import EchoUNetMixin, as_per_level
@@ -109,9 +109,9 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                  dropout: float = 0.0) -> None:
         super().__init__()
         if not use_inflated_groupnorm:
-            raise ValueError("use_inflated_groupnorm=False is not supported (EchoMimicV2 uses per-frame GroupNorm)")
+            raise ConfigError("use_inflated_groupnorm=False is not supported (EchoMimicV2 uses per-frame GroupNorm)")
         if unet_use_temporal_attention or unet_use_cross_frame_attention:
-            raise ValueError("unet_use_temporal_attention / unet_use_cross_frame_attention are not supported")
+            raise ConfigError("unet_use_temporal_attention / unet_use_cross_frame_attention are not supported")
         n = len(block_out_channels)
         heads = as_per_level(attention_head_dim, n)
         mm_kwargs = dict(motion_module_kwargs or {})
@@ -256,9 +256,9 @@ def reference_pairing(reference_unet: nn.Module, denoising_unet: nn.Module) -> D
     writers = reference_unet.reference_block_order()
     readers = denoising_unet.reference_block_order()
     if len(writers) != len(readers):
-        raise ValueError(f"the ReferenceNet has {len(writers)} transformer blocks but the denoiser has {len(readers)}")
+        raise CheckpointError(f"the ReferenceNet has {len(writers)} transformer blocks but the denoiser has {len(readers)}")
     wb, rb = reference_unet.transformer_blocks(), denoising_unet.transformer_blocks()
     for wp, rp in zip(writers, readers):
         if wb[wp].norm1.normalized_shape != rb[rp].norm1.normalized_shape:
-            raise ValueError(f"reference block {wp} and denoiser block {rp} have different widths")
+            raise CheckpointError(f"reference block {wp} and denoiser block {rp} have different widths")
     return dict(zip(writers, readers))

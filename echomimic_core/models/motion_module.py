@@ -31,7 +31,7 @@ from diffusers.models.attention_processor import Attention
 from einops import rearrange
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, InputError
 from .attention import SelfAttnProcessor
 
 __all__ = ["SinusoidalPositionTable", "TemporalSelfAttention", "TemporalTransformerBlock",
@@ -60,7 +60,7 @@ class SinusoidalPositionTable(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = x.shape[1]
         if f > self.pe.shape[1]:
-            raise ValueError(f"a context window of {f} frames is longer than the motion module's position "
+            raise InputError(f"a context window of {f} frames is longer than the motion module's position "
                              f"table ({self.pe.shape[1]} frames); use at most {self.pe.shape[1]} frames per window")
         return x + self.pe[:, :f].to(x.dtype)
 
@@ -102,7 +102,7 @@ class TemporalTransformerBlock(nn.Module):
         super().__init__()
         for kind in attention_block_types:
             if kind != "Temporal_Self":
-                raise ValueError(f"motion-module attention type {kind!r} is not supported (EchoMimicV2 uses "
+                raise ConfigError(f"motion-module attention type {kind!r} is not supported (EchoMimicV2 uses "
                                  f"Temporal_Self only)")
         self.attention_blocks = nn.ModuleList([
             TemporalSelfAttention(dim, num_attention_heads, attention_head_dim,
@@ -175,7 +175,7 @@ class VanillaTemporalModule(nn.Module):
                  zero_initialize: bool = True) -> None:
         super().__init__()
         if cross_frame_attention_mode is not None:
-            raise ValueError("cross_frame_attention_mode is not supported")
+            raise ConfigError("cross_frame_attention_mode is not supported")
         self.temporal_transformer = TemporalTransformer3DModel(
             in_channels=in_channels, num_attention_heads=num_attention_heads,
             attention_head_dim=in_channels // num_attention_heads // temporal_attention_dim_div,
@@ -193,7 +193,7 @@ class VanillaTemporalModule(nn.Module):
 
 def get_motion_module(in_channels: int, motion_module_type: str, motion_module_kwargs: dict) -> nn.Module:
     if motion_module_type != "Vanilla":
-        raise ValueError(f"motion_module_type {motion_module_type!r} is not supported (only 'Vanilla')")
+        raise ConfigError(f"motion_module_type {motion_module_type!r} is not supported (only 'Vanilla')")
     return VanillaTemporalModule(in_channels=in_channels, **dict(motion_module_kwargs or {}))
 
 

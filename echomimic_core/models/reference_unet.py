@@ -23,6 +23,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
 
+from ..errors import InputError
 from .attention import EchoAttentionContext, ReferenceBank, ReferenceWriteProcessor
 from .unet_common import EchoUNetMixin, as_per_level
 
@@ -98,7 +99,7 @@ class ReferenceUNet2DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
             :class:`ReferenceUNetOutput` (``sample [b, C0, h, w]``, ``reference_bank``), or a tuple.
         """
         if sample.ndim != 4:
-            raise ValueError(f"reference sample must be [b, c, h, w], got shape {tuple(sample.shape)}")
+            raise InputError(f"reference sample must be [b, c, h, w], got shape {tuple(sample.shape)}")
         bank = reference_bank if reference_bank is not None else ReferenceBank()
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0

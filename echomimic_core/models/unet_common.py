@@ -11,7 +11,8 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from .attention import _EchoProcessorBase, official_reference_order
+from ..errors import ConfigError, InputError
+from .attention import SelfAttnProcessor, _EchoProcessorBase, official_reference_order
 from .unet_blocks import EchoDownBlock, EchoMidBlock, EchoUpBlock
 
 CROSS_ATTN_DOWN = ("CrossAttnDownBlock2D", "CrossAttnDownBlock3D")
@@ -34,7 +35,7 @@ def prepare_timesteps(timestep: Union[torch.Tensor, float, int], batch: int, dev
         timestep = timestep[None]
     timestep = timestep.to(device)
     if timestep.shape[0] not in (1, batch):
-        raise ValueError(f"timestep has {timestep.shape[0]} entries for a batch of {batch}")
+        raise InputError(f"timestep has {timestep.shape[0]} entries for a batch of {batch}")
     return timestep.expand(batch)
 
 
@@ -53,9 +54,9 @@ class EchoUNetMixin:
                       time_embedding_act_fn: Optional[str] = None) -> None:
         n = len(block_out_channels)
         if not (len(down_block_types) == len(up_block_types) == n):
-            raise ValueError("down_block_types, up_block_types and block_out_channels must have the same length")
+            raise ConfigError("down_block_types, up_block_types and block_out_channels must have the same length")
         if mid_block_type not in MID_TYPES:
-            raise ValueError(f"mid_block_type {mid_block_type!r} is not supported")
+            raise ConfigError(f"mid_block_type {mid_block_type!r} is not supported")
         c0 = block_out_channels[0]
         temb = c0 * 4
         self.conv_in = nn.Conv2d(in_channels, c0, kernel_size=3, padding=1)
@@ -70,7 +71,7 @@ class EchoUNetMixin:
         out_ch = c0
         for i, kind in enumerate(down_block_types):
             if kind not in CROSS_ATTN_DOWN + PLAIN_DOWN:
-                raise ValueError(f"down block type {kind!r} is not supported")
+                raise ConfigError(f"down block type {kind!r} is not supported")
             in_ch, out_ch = out_ch, block_out_channels[i]
             mm = bool(motion_levels_down and motion_levels_down[i])
             down.append(EchoDownBlock(
@@ -87,7 +88,7 @@ class EchoUNetMixin:
         out_ch = rev_ch[0]
         for i, kind in enumerate(up_block_types):
             if kind not in CROSS_ATTN_UP + PLAIN_UP:
-                raise ValueError(f"up block type {kind!r} is not supported")
+                raise ConfigError(f"up block type {kind!r} is not supported")
             prev, out_ch = out_ch, rev_ch[i]
             in_ch = rev_ch[min(i + 1, n - 1)]
             mm = bool(motion_levels_up and motion_levels_up[i])
@@ -144,8 +145,21 @@ class EchoUNetMixin:
         raise NotImplementedError
 
     def set_default_attn_processor(self) -> None:
-        """Restore the EchoMimicV2 processors (reference write/read, audio ×ratio, plain temporal)."""
+        """Restore the EchoMimicV2 processors (reference write/read, audio ×ratio, plain temporal).
+
+        Every attention layer outside the spatial transformer blocks (the motion modules' temporal
+        self-attention) gets a fresh :class:`SelfAttnProcessor`; the attention backend (sdpa / xformers)
+        in use is kept."""
+        backend = next((m.processor.backend for m in self.modules()
+                        if isinstance(m, Attention) and isinstance(m.processor, _EchoProcessorBase)), "sdpa")
         self._install_echo_processors()
+        spatial = {id(a) for block in self.transformer_blocks().values() for a in (block.attn1, block.attn2)}
+        for m in self.modules():
+            if isinstance(m, Attention) and id(m) not in spatial:
+                m.set_processor(SelfAttnProcessor())
+        for m in self.modules():
+            if isinstance(m, Attention) and isinstance(m.processor, _EchoProcessorBase):
+                m.processor.backend = backend
 
     @property
     def attn_processors(self) -> Dict[str, Any]:
