@@ -1,20 +1,13 @@
-"""Shared test helpers: where the golden fixtures and the shared media live."""
+"""Shared fixtures (paths live in tests/support/paths.py, helpers and doubles in tests/support/)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ECHOMIMIC_SHARED_DIR", REPO.parent / "shared"))
-
-
-def fixtures_dir() -> Path:
-    """The fixture folder; another set in the same format is checked by setting ECHOMIMIC_FIXTURES_DIR."""
-    return Path(os.environ.get("ECHOMIMIC_FIXTURES_DIR", SHARED / "fixtures")).resolve()
+from support.paths import REPO, SHARED, fixtures_dir  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from support.paths import REPO
 from test_comfyui_headless import LENGTH, SIZE, STEPS, _get, comfy  # noqa: F401 (the server fixture)
-from test_workflows import NAMES
+from support.workflows import NAMES
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.browser]
 

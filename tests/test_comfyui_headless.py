@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED
-from test_nodes_helpers import MEDIA, load_nodes, make_broken_models_dir, make_models_dir
-from test_workflows import NAMES, ui_to_api
+from support.paths import REPO, SHARED
+from support.comfy import MEDIA, load_nodes, make_broken_models_dir, make_models_dir
+from support.workflows import NAMES, ui_to_api
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 

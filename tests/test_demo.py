@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
+from support.paths import REPO
 
 ASSETS = REPO / "echomimic_core" / "assets"
 MODEL = ASSETS / "demo_model"
@@ -119,7 +119,7 @@ def test_demo_defaults_switch_with_models():
 
 
 def test_comfyui_loader_and_demo_inputs():
-    from test_nodes_helpers import load_nodes
+    from support.comfy import load_nodes
 
     nodes = load_nodes()
     loader = sys.modules[nodes.__name__ + ".loader"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO
+from support.paths import REPO
 from echomimic_core.__main__ import main
 from echomimic_core.video import probe
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support.paths import REPO
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

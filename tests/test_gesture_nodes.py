@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from test_nodes_helpers import comfy_dirs, image_tensor, node_module  # noqa: F401
+from support.comfy import comfy_dirs, image_tensor, node_module  # noqa: F401
 
-from conftest import REPO
+from support.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 DEMO = REPO / "echomimic_core" / "assets" / "demo"

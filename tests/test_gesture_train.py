@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from support.paths import REPO
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO
-from test_nodes_helpers import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_nodes,  # noqa: F401
+from support.paths import REPO
+from support.comfy import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_nodes,  # noqa: F401
                                 load_pack, node_module)
 
 CUSTOM_TYPES = {"ECHOMIMIC_MODELS", "ECHOMIMIC_AUDIO_FEATURES", "ECHOMIMIC_POSES", "ECHOMIMIC_CONTEXT",
@@ -443,7 +443,7 @@ def test_loader_reads_the_older_packs_echo_mimic_layout(comfy_dirs, tmp_path):
     """models/echo_mimic/{unet/, audio_processor/whisper_tiny.pt, v2/*.pth} + models/vae/sd-vae-ft-mse/."""
     import shutil
 
-    from test_nodes_helpers import WEIGHTS
+    from support.comfy import WEIGHTS
 
     fp = comfy_dirs["folder_paths"]
     root = tmp_path / "models" / "echo_mimic"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from test_nodes import SAMPLER_ARGS, run
-from test_nodes_helpers import audio_dict, comfy_dirs, image_tensor  # noqa: F401
+from support.comfy import audio_dict, comfy_dirs, image_tensor  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

@@ -5,8 +5,8 @@ import json
 import subprocess
 import sys
 
-from conftest import REPO
-from test_nodes_helpers import COMFYUI_DIR, STUBS
+from support.paths import REPO
+from support.comfy import COMFYUI_DIR, STUBS
 
 _IMPORT_PACK = """
 import importlib.util, json, sys

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from support.paths import REPO
 
 pytest.importorskip("mediapipe")
 

@@ -83,7 +83,7 @@ def test_hand_centroid_of_a_drawn_square():
 @pytest.mark.slow
 def test_model_rows_run_the_pipeline_on_a_model_folder(tmp_path):
     """The model-based rows run end to end on the tiny random-weight fixture model (64x64)."""
-    from conftest import fixtures_dir
+    from support.paths import fixtures_dir
 
     weights = fixtures_dir() / "weights"
     if not (weights / "denoising_unet.pth").is_file():

@@ -146,7 +146,7 @@ def test_fp16_storage(data, tmp_path):
 
 def test_saved_folder_replaces_sd_vae_in_the_official_layout(data, tmp_path):
     """echomimic_core's loader takes the trained folder in place of sd-vae-ft-mse/ (fixture model)."""
-    from conftest import fixtures_dir
+    from support.paths import fixtures_dir
 
     weights = fixtures_dir() / "weights"
     if not (weights / "denoising_unet.pth").is_file():

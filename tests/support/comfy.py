@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SHARED
+from support.paths import REPO, SHARED
 
 COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR", SHARED / "vendor" / "ComfyUI"))
 PACK_MODULE = "echomimic_v2_pack_under_test"
