@@ -13,6 +13,7 @@ pytest.importorskip("echomimic_core.checkpoints")
 
 from echomimic_core.__main__ import main  # noqa: E402
 from echomimic_core.video import probe  # noqa: E402
+from support.fixtures import official_pose_folder  # noqa: E402
 
 
 
@@ -29,11 +30,7 @@ def models_dir(tmp_path_factory, fixtures):
 
 @pytest.fixture(scope="module")
 def pose_dir(tmp_path_factory, fixtures):
-    folder = tmp_path_factory.mktemp("poses") / "01"
-    folder.mkdir()
-    for k in range(3):
-        shutil.copy(fixtures / "pose_drawing" / f"01_{k}.npy", folder / f"{k}.npy")
-    return folder
+    return official_pose_folder(fixtures, tmp_path_factory.mktemp("poses") / "seq")
 
 
 def _argv(models_dir, pose_dir, fixtures, out, *extra):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
@@ -11,10 +10,7 @@ from echomimic_core.__main__ import main
 
 @pytest.fixture()
 def good(tmp_path, fixtures):
-    pose_dir = tmp_path / "poses"
-    pose_dir.mkdir()
-    for k in range(3):
-        shutil.copy(fixtures / "pose_drawing" / f"01_{k}.npy", pose_dir / f"{k}.npy")
+    pose_dir = official_pose_folder(fixtures, tmp_path / "poses")
     return {"--models": str(fixtures / "weights"), "--image": str(fixtures / "pipeline" / "ref_image.png"),
             "--audio": str(fixtures / "audio" / "input.wav"), "--poses": str(pose_dir),
             "--out": str(tmp_path / "out.mp4")}
