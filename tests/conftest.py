@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,17 @@ def media() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+def pytest_configure(config):
+    # subprocesses (CLI runs, DDP workers, the headless ComfyUI server) inherit one thread too
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One intra-op torch thread for a module (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``):
-    the tiny networks of the tests run faster on one thread, and two threads per process oversubscribe a
-    shared 2-core machine (measured ~10x slower steps under load)."""
+    """One intra-op torch thread for every test module (autouse; modules may still name it with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``): the tiny networks of the tests run faster on
+    one thread, and two threads per process oversubscribe a shared 2-core machine (measured ~10x slower
+    steps under load)."""
     import torch
 
     before = torch.get_num_threads()

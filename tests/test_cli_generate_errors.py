@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from echomimic_core.__main__ import main
+from support.fixtures import official_pose_folder
 
 
 @pytest.fixture()
