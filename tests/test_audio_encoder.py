@@ -189,6 +189,7 @@ def test_matches_independent_openai_math_and_skips_ln_post(random_whisper):
     assert torch.equal(feats, got[:, : n_valid // 2].transpose(0, 1))
 
 
+@pytest.mark.slow
 def test_long_clip_is_segmented_like_official(random_whisper):
     """65 s: windows at mel 0, 3000, 6000; 1500 + 1500 + 250 positions; each window encoded on its own
     (no context across 30 s boundaries) and the tail window zero-padded in the log-mel domain."""

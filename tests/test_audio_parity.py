@@ -114,6 +114,7 @@ def test_readme_worked_example():
     assert video_frame_count(5.0, 24) == 120
 
 
+@pytest.mark.slow
 def test_comfy_audio_dict_gives_the_same_chunks(encoder, level, fps):
     t = level["tensors"]
     audio = {"waveform": t["waveform_f32"][None, None], "sample_rate": 16000}

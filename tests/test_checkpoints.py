@@ -111,6 +111,7 @@ def test_not_a_state_dict(tmp_path):
         read_state_dict(tmp_path / "list.pth")
 
 
+@pytest.mark.slow
 def test_unexpected_keys_named(weights, tmp_path):
     folder = _link_tree(weights, tmp_path / "w", skip={"denoising_unet.pth"})
     sd = read_state_dict(weights / "denoising_unet.pth")
@@ -149,6 +150,7 @@ def test_pose_encoder_channels_from_shapes_and_strict(weights, tmp_path):
         checkpoints.load_pose_encoder(tmp_path / "pose_encoder.pth")
 
 
+@pytest.mark.slow
 def test_denoiser_falls_back_to_base_weights_like_official(weights, tmp_path):
     """A non-motion key absent from denoising_unet.pth is taken from the base folder when its shape
     matches (official from_pretrained_2d); the 768-d stock attn2.to_k cannot stand in for the 384-d one."""
@@ -185,6 +187,7 @@ def test_denoiser_falls_back_to_base_weights_like_official(weights, tmp_path):
     assert attn2 in str(err.value) and "1 missing key(s)" in str(err.value)
 
 
+@pytest.mark.slow
 def test_motion_module_shape_mismatch_reported(weights, tmp_path):
     folder = _link_tree(weights, tmp_path / "w", skip={"motion_module.pth"})
     mm = read_state_dict(weights / "motion_module.pth")
@@ -215,6 +218,7 @@ def test_inference_config_builtin_and_override(tmp_path):
         load_inference_config(tmp_path / "bad.json")
 
 
+@pytest.mark.slow
 def test_comfyui_pack_layout(weights, tmp_path):
     """models/echo_mimic/{unet/, audio_processor/whisper_tiny.pt, v2/*.pth} + models/vae/sd-vae-ft-mse/."""
     models_dir = tmp_path / "models"
@@ -236,6 +240,7 @@ def test_comfyui_pack_layout(weights, tmp_path):
     assert models.audio_encoder_path.name == "whisper_tiny.pt"
 
 
+@pytest.mark.slow
 def test_load_models_bundle(weights):
     models = load_models(weights, dtype=torch.float16)
     assert models.variant == "normal" and models.dtype == torch.float16
@@ -248,6 +253,7 @@ def test_load_models_bundle(weights):
     assert next(models.denoising_unet.parameters()).dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_report_folder(weights, tmp_path, capsys):
     assert report_folder(weights, load=False) == 0
     out = capsys.readouterr().out
@@ -274,6 +280,7 @@ def test_single_file_vae(weights, tmp_path):
         checkpoints.load_vae(tmp_path / "ldm.safetensors")
 
 
+@pytest.mark.slow
 def test_nan_weights_are_not_reported_as_loading_ok(weights, tmp_path, capsys):
     folder = _link_tree(weights, tmp_path / "w", skip={"pose_encoder.pth"})
     sd = read_state_dict(weights / "pose_encoder.pth")
@@ -300,6 +307,7 @@ def test_save_state_dict_is_atomic_and_world_readable(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.pth", "x.safetensors"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_motion_modules_swap_without_reloading_the_unet(weights, tmp_path):
     """A motion file loads as its own model and replaces the denoiser's motion modules in place."""
     models = load_models(weights)

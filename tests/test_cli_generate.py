@@ -44,6 +44,7 @@ def _decoded_frames(path):
         return sum(1 for _ in container.decode(video=0))
 
 
+@pytest.mark.slow
 def test_generate_follows_audio_length(models_dir, pose_dir, fixtures, tmp_path):
     out = tmp_path / "talk.mp4"
     assert main(_argv(models_dir, pose_dir, fixtures, out, "--steps", "2", "--seed", "7")) == 0
@@ -60,6 +61,7 @@ def test_generate_follows_audio_length(models_dir, pose_dir, fixtures, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4"]
 
 
+@pytest.mark.slow
 def test_generate_acc_preset_with_cap_and_non_square(models_dir, pose_dir, fixtures, tmp_path, capsys):
     out = tmp_path / "acc.mp4"
     assert main(_argv(models_dir, pose_dir, fixtures, out, "--preset", "acc", "--steps", "1",
@@ -72,6 +74,7 @@ def test_generate_acc_preset_with_cap_and_non_square(models_dir, pose_dir, fixtu
     assert "cfg 1" in captured.out
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_nothing(models_dir, pose_dir, fixtures, tmp_path, monkeypatch):
     from echomimic_core import video
 

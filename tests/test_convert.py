@@ -16,6 +16,7 @@ STATE_FILES = ("reference_unet", "denoising_unet", "motion_module", "pose_encode
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_round_trip_folder(fixtures, tmp_path, capsys):
     src = fixtures / "weights"
     st, back = tmp_path / "st", tmp_path / "back"

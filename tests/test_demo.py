@@ -42,6 +42,7 @@ def test_weights_are_small_fp16_safetensors():
     assert (MODEL / "audio_processor" / "tiny.pt").is_file()
 
 
+@pytest.mark.slow
 def test_assets_load_with_zero_missing_keys():
     from echomimic_core.audio import load_audio_encoder
     from echomimic_core.checkpoints import load_models
@@ -78,6 +79,7 @@ def _streams(path):
                 "video_s": vdur, "audio_s": adur, "audio_rate": a.rate}
 
 
+@pytest.mark.slow
 def test_demo_command_end_to_end(tmp_path):
     out = tmp_path / "demo.mp4"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
@@ -131,6 +133,7 @@ def test_comfyui_loader_and_demo_inputs():
     assert n == len(poses) == 96
 
 
+@pytest.mark.slow
 def test_trained_model_beats_random_init(tmp_path):
     """One held-out synthetic clip (figure, voice and hand motion never seen in training), few steps."""
     sys.path.insert(0, str(REPO))
@@ -148,6 +151,7 @@ def test_trained_model_beats_random_init(tmp_path):
     assert tr["mouth_corr"] > 0.3 and tr["mouth_corr"] > rd["mouth_corr"] + 0.2, scores
 
 
+@pytest.mark.slow
 def test_demo_with_models_folder(tmp_path, fixtures):
     """--models DIR: the same shipped inputs through another official-layout folder (the tiny fixtures here)."""
     from echomimic_core.__main__ import main

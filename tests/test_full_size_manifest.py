@@ -54,6 +54,7 @@ def test_reference_unet_full_size(manifest):
     assert len(model.transformer_blocks()) == 16
 
 
+@pytest.mark.slow
 def test_denoising_unet_and_motion_module_full_size(manifest, full_denoiser):
     motion, rest = split_motion_state_dict(full_denoiser.state_dict())
     motion_params = sum(p.numel() for _, p in full_denoiser.named_motion_module_parameters())

@@ -45,6 +45,7 @@ def _maxabs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
 
+@pytest.mark.slow
 def test_pose_encoder_parity(models, fixtures):
     data = load_file(str(fixtures / "pose_encoder" / "pose_encoder.safetensors"))
     pairs = [(k, k.replace("input_", "output_")) for k in sorted(data) if k.startswith("input_")]
@@ -101,6 +102,7 @@ def test_denoiser_pred_nocfg(models, reference_out, unet_level):
     assert err <= DENOISER_TOL
 
 
+@pytest.mark.slow
 def test_bank_fp16_rounding_is_explicit(models, reference_out, unet_level):
     """reference_dtype=None (keep fp32) must differ from the official fp16-rounded read, a little."""
     args = dict(audio=unet_level["audio_cond"], pose_features=unet_level["pose_feat"],

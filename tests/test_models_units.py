@@ -66,6 +66,7 @@ def _run(den, x, t=500, **kw):
         return den(x, t, **kw).sample
 
 
+@pytest.mark.slow
 def test_processors_installed_and_no_kwarg_warnings(nets, caplog):
     ref, den = nets
     for path, block in ref.transformer_blocks().items():
@@ -122,6 +123,7 @@ def test_motion_module_keys_and_split(nets):
     assert set(den.motion_module_state_dict()) == set(motion)
 
 
+@pytest.mark.slow
 def test_audio_switch_and_region_mask(nets):
     ref, den = nets
     x, audio, pose = _inputs(den, f=2)
@@ -148,6 +150,7 @@ def test_audio_switch_and_region_mask(nets):
         _run(den, x, audio=audio, audio_region_mask=torch.ones(b, f + 1, h, w), **common)
 
 
+@pytest.mark.slow
 def test_reference_mask_semantics(nets):
     ref, den = nets
     x, audio, pose = _inputs(den, b=2, f=2)
@@ -188,6 +191,7 @@ def test_window_longer_than_position_table_is_refused(nets):
         _run(den, x)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_same_gradients(configs):
     base, extra = configs
     torch.manual_seed(3)
@@ -250,6 +254,7 @@ def test_trainer_parameter_groups(nets):
     assert len([k for k in audio if k.endswith("attn2.to_k.weight")]) == len(den.transformer_blocks())
 
 
+@pytest.mark.slow
 def test_diffusers_save_and_from_pretrained(nets, tmp_path):
     """The networks are ordinary diffusers models: config-driven save/load keeps weights and processors."""
     ref, den = nets

@@ -87,6 +87,7 @@ def test_node_declaration(comfy_dirs, name):
     assert all(info["output_tooltips"]), name
 
 
+@pytest.mark.slow
 def test_only_nodes_and_root_init_import_comfyui():
     comfy_modules = {"folder_paths", "comfy", "comfy_api", "comfy_execution", "comfy_extras", "server",
                      "execution", "node_helpers", "latent_preview"}
@@ -206,6 +207,7 @@ def features(models):
     return run("EchoMimicV2AudioEncoder", models, audio_dict(), 24.0)
 
 
+@pytest.mark.slow
 def test_audio_encoder_counts_frames_at_fps(models, features):
     feats, frames, fps = features
     assert frames == 72 and fps == 24.0  # 3.000 s at 24 fps
@@ -271,6 +273,7 @@ def test_fit_pose_length_trim_refuses_to_lengthen(comfy_dirs):
         run("EchoMimicV2FitPoseLength", seq, 100, "trim")
 
 
+@pytest.mark.slow
 def test_pose_preview_draws_the_model_input(comfy_dirs):
     from echomimic_core.pose import render_frames
 
@@ -283,6 +286,7 @@ def test_pose_preview_draws_the_model_input(comfy_dirs):
     assert full.shape[0] == 48 and full.sum() > images[:1].sum()
 
 
+@pytest.mark.slow
 def test_extract_and_align_poses_with_mediapipe(comfy_dirs):
     pytest.importorskip("mediapipe")
     frames = torch.cat([image_tensor("echomimicv2_demo_0014.png", 256), image_tensor("echomimicv2_demo_0047.png", 256)])
@@ -365,6 +369,7 @@ def progress_calls():
     comfy.utils.set_progress_bar_global_hook(old)
 
 
+@pytest.mark.slow
 def test_sampler_returns_an_image_batch_and_reports_progress(models, features, poses, progress_calls):
     images, fps, count = run("EchoMimicV2Sampler", models, image_tensor(size=128), features[0], poses,
                                                                   **SAMPLER_ARGS)
@@ -393,6 +398,7 @@ def test_sampler_rejects_bad_context(models, features, poses):
                                                **{**SAMPLER_ARGS, "context_overlap": 12})
 
 
+@pytest.mark.slow
 def test_sample_to_file_streams_an_atomic_mp4(comfy_dirs, models, features, poses):
     from echomimic_core.video import probe
 
@@ -439,6 +445,7 @@ def test_offload_after_run_hands_the_weights_back(comfy_dirs):
     assert not any(lm.model is handle.patcher for lm in mm.current_loaded_models)
 
 
+@pytest.mark.slow
 def test_loader_reads_the_older_packs_echo_mimic_layout(comfy_dirs, tmp_path):
     """models/echo_mimic/{unet/, audio_processor/whisper_tiny.pt, v2/*.pth} + models/vae/sd-vae-ft-mse/."""
     import shutil

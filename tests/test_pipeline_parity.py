@@ -63,6 +63,7 @@ def test_call_settings_are_the_supported_ones(fx):
     assert call["context_schedule"] == "uniform" and call["eta"] == 0.0 and call["interpolation_factor"] == 1
 
 
+@pytest.mark.slow
 def test_reference_and_pose_encoding(fx, pipe, fixtures):
     meta, t, _ = fx
     call = meta["call"]
@@ -78,6 +79,7 @@ def test_reference_and_pose_encoding(fx, pipe, fixtures):
         assert _maxdiff(feats, t["pose_encoder_out"][:, :, window]) <= 1e-5
 
 
+@pytest.mark.slow
 def test_cfg_run_teacher_forced_steps(fx, pipe, fixtures):
     meta, t, audio = fx
     run = meta["cfg"]
@@ -99,6 +101,7 @@ def test_cfg_run_teacher_forced_steps(fx, pipe, fixtures):
     assert max(max(e) for e in errors) <= STEP_TOL
 
 
+@pytest.mark.slow
 def test_cfg_run_end_to_end(fx, pipe, fixtures):
     meta, t, audio = fx
     run = meta["cfg"]
@@ -114,6 +117,7 @@ def test_cfg_run_end_to_end(fx, pipe, fixtures):
     assert lat_err <= E2E_TOL and vid_err <= E2E_TOL
 
 
+@pytest.mark.slow
 def test_guidance_one_runs_the_accelerated_path(fx, pipe, fixtures):
     """cfg <= 1: no unconditional pass (batch 1 per call), bank without duplication, windows averaged.
     The official 'nocfg_patched' record sums the windows; at step 0 (same input latents) our averaged
@@ -160,6 +164,7 @@ def test_window_longer_than_motion_table_rejected(fx, pipe, fixtures):
         pipe.generate(fixtures / "pipeline" / "ref_image.png", audio40, poses, **{**kwargs, "num_frames": 40})
 
 
+@pytest.mark.slow
 def test_non_square_matches_a_plain_restatement(fx, pipe, fixtures):
     """Non-square frames (holdout sets have them): the pipeline equals a direct re-statement of the official
     loop (whole-sequence pose encoding, += / counter, CFG) with the same networks."""

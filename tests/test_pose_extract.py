@@ -215,6 +215,7 @@ def mp_frames(media: Path):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEMO)
 def test_mediapipe_demo_images(mp_frames, name):
     f = normalize_frame(mp_frames[name])

@@ -20,6 +20,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 def test_unclosed_extractor_does_not_hang_exit():
     out = subprocess.run([sys.executable, "-c", _SCRIPT], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

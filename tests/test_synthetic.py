@@ -38,6 +38,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files(dataset, tmp_path):
     again = tmp_path / "again"
     _gen(again)
@@ -47,6 +48,7 @@ def test_same_seed_gives_identical_files(dataset, tmp_path):
     assert not diff, f"files differ between two runs with the same seed: {diff[:5]}"
 
 
+@pytest.mark.slow
 def test_other_seed_differs(dataset, tmp_path):
     other = tmp_path / "other"
     _gen(other, seed=4)

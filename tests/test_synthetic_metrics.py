@@ -16,6 +16,7 @@ def heldout(tmp_path_factory):
     return root / "heldout"
 
 
+@pytest.mark.slow
 def test_ground_truth_scores_well_and_static_floor_does_not(heldout):
     table = dq.evaluate(heldout, {"gt": dq.source_ground_truth, "static": dq.source_static})
     gt, static = table["gt"], table["static"]

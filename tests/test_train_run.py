@@ -82,6 +82,7 @@ PHASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,over", PHASES, ids=[p[0] for p in PHASES])
 def test_every_phase_runs_and_trains_only_its_parameters(name, over, tmp_path, weights, dataset):
     cfg = tiny_cfg(name, tmp_path / "run", weights, dataset, **over)
@@ -117,6 +118,7 @@ def test_every_phase_runs_and_trains_only_its_parameters(name, over, tmp_path, w
     assert log[0].startswith("step,loss,latent,pose,detail,lpips") and len(log) == 3
 
 
+@pytest.mark.slow
 def test_partial_attention_mask_reaches_the_audio_processor(tmp_path, weights, dataset):
     """Lips phase: the region mask is passed to the denoiser (zero mask = audio has no effect)."""
     cfg = tiny_cfg("stage1_3_lips", tmp_path / "run", weights, dataset)
@@ -144,6 +146,7 @@ def test_partial_attention_mask_reaches_the_audio_processor(tmp_path, weights, d
     assert not torch.allclose(p1, p2)
 
 
+@pytest.mark.slow
 def test_overfit_one_batch(tmp_path, weights, dataset):
     cfg = tiny_cfg("stage1_5_hands_global", tmp_path / "run", weights, dataset,
                    run={"max_steps": 10}, data={"fixed_batch": True}, optim={"lr": 1e-3},
@@ -157,6 +160,7 @@ def test_overfit_one_batch(tmp_path, weights, dataset):
     assert last < 0.5 * first
 
 
+@pytest.mark.slow
 def test_kill_and_resume_is_bit_identical(tmp_path, weights, dataset):
     over = dict(run={"max_steps": 4}, optim={"per_device_batch": 1, "grad_accum": 2},
                 training={"ema": {"enabled": True, "decay": 0.9}})
@@ -225,6 +229,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, weights, dataset):
     assert err < 1e-3 * moved
 
 
+@pytest.mark.slow
 def test_export_loads_in_core_loader_and_generates(tmp_path, weights, dataset):
     cfg = tiny_cfg("stage1_5_hands_global", tmp_path / "run", weights, dataset,
                    run={"max_steps": 1, "export_at_end": True})
@@ -263,6 +268,7 @@ def test_export_loads_in_core_loader_and_generates(tmp_path, weights, dataset):
     assert (tmp_path / "trained.mp4").stat().st_size > 0 and probe(tmp_path / "trained.mp4")
 
 
+@pytest.mark.slow
 def test_scale_flags_bf16_checkpointing_crop_and_options(tmp_path, weights, dataset):
     """Mixed precision (bf16 autocast on CPU), gradient checkpointing, PhD on a latent crop, min-SNR,
     noise offset, sampled latents, audio drop and EMA all run together."""
@@ -278,6 +284,7 @@ def test_scale_flags_bf16_checkpointing_crop_and_options(tmp_path, weights, data
     assert tr.net.denoising_unet.is_gradient_checkpointing
 
 
+@pytest.mark.slow
 def test_sd_init_copies_matching_tensors_and_zero_inits_new_parts(weights, dataset, tmp_path):
     from safetensors.torch import load_file
 

@@ -28,6 +28,7 @@ def test_load_frames_with_focus_masks(data):
     assert 0.02 < masks.mean() < 0.5  # lips + hand boxes, not the whole frame
 
 
+@pytest.mark.slow
 def test_training_reduces_reconstruction_loss(data):
     torch.set_num_threads(1)
     frames, masks = tv.load_frames(data)
@@ -39,6 +40,7 @@ def test_training_reduces_reconstruction_loss(data):
     assert all(np.isfinite(h["loss"]) for h in hist)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(data):
     torch.set_num_threads(1)
     frames, masks = tv.load_frames(data, max_frames=8)
@@ -48,6 +50,7 @@ def test_training_is_deterministic(data):
     assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
 
 
+@pytest.mark.slow
 def test_cli_saves_a_loadable_diffusers_folder(data, tmp_path):
     from diffusers import AutoencoderKL
 
@@ -76,6 +79,7 @@ def test_cli_saves_a_loadable_diffusers_folder(data, tmp_path):
     assert len(log["eval"]["scaled_latent_channel_std"]) == 4  # the held-out frames' figure, for the report
 
 
+@pytest.mark.slow
 def test_cli_no_fold_writes_measured_scaling_factor(data, tmp_path):
     from diffusers import AutoencoderKL
 
@@ -91,6 +95,7 @@ def test_cli_no_fold_writes_measured_scaling_factor(data, tmp_path):
     assert float(z.std()) == pytest.approx(1.0, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_zero_steps_only_refolds(data, tmp_path):
     """--init X --steps 0: no training, the latent normalisation is re-measured and folded again."""
     from diffusers import AutoencoderKL
@@ -144,6 +149,7 @@ def test_fp16_storage(data, tmp_path):
     AutoencoderKL.from_pretrained(str(out))
 
 
+@pytest.mark.slow
 def test_saved_folder_replaces_sd_vae_in_the_official_layout(data, tmp_path):
     """echomimic_core's loader takes the trained folder in place of sd-vae-ft-mse/ (fixture model)."""
     from support.paths import fixtures_dir
