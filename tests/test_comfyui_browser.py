@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.paths import REPO
-from test_comfyui_headless import LENGTH, SIZE, STEPS, _get, comfy  # noqa: F401 (the server fixture)
+from support.server import LENGTH, SIZE, STEPS, _get, comfy  # noqa: F401 (the server fixture)
 from support.workflows import NAMES
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow, pytest.mark.browser]

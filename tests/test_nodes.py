@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from support.paths import REPO
-from support.comfy import (MEDIA, audio_dict, comfy_dirs, image_tensor, load_nodes,  # noqa: F401
-                                load_pack, node_module)
+from support.comfy import (MEDIA, SAMPLER_ARGS, audio_dict, comfy_dirs, image_tensor, load_nodes,  # noqa: F401
+                           load_pack, node_module, node_package, nodes, run)
 
 CUSTOM_TYPES = {"ECHOMIMIC_MODELS", "ECHOMIMIC_AUDIO_FEATURES", "ECHOMIMIC_POSES", "ECHOMIMIC_CONTEXT",
                 "ECHOMIMIC_SAMPLER_PRESET"}
@@ -29,18 +29,6 @@ NEW_NODES = {"EchoMimicV2ContextOptions", "EchoMimicV2SamplerPreset",
              "EchoMimicV2GesturesFromAudio", "EchoMimicV2PoseLibrary"}  # gesture.py (issue 15)
 
 
-def nodes():
-    return node_package().NODE_CLASS_MAPPINGS
-
-
-def node_package():
-    return load_nodes()
-
-
-def run(node_id: str, *args, **kwargs):
-    """Execute a V3 node's ``execute`` as ComfyUI would (outside a prompt); returns its output tuple."""
-    out = nodes()[node_id].execute(*args, **kwargs)
-    return out.args
 
 
 # ------------------------------------------------------------------ registration and conventions
@@ -349,7 +337,6 @@ def test_video_combine_pads_short_audio_and_works_without(comfy_dirs):
 
 
 # ------------------------------------------------------------------ sampler (tiny model, CPU)
-SAMPLER_ARGS = dict(seed=7, steps=2, cfg=2.5, context_frames=12, context_overlap=3, width=64, height=64, length=16)
 
 
 @pytest.fixture(scope="module")

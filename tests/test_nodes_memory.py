@@ -12,7 +12,7 @@ import weakref
 import pytest
 import torch
 
-from test_nodes import SAMPLER_ARGS, run
+from support.comfy import SAMPLER_ARGS, run
 from support.comfy import audio_dict, comfy_dirs, image_tensor  # noqa: F401
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

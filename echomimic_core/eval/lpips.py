@@ -109,8 +109,10 @@ class LPIPS(nn.Module):
                     f"LPIPS {what} file not found: {p}. Download once and point the config at it: backbone = "
                     f"{hint} (or an lpips-package net dict), heads = lpips 'weights/v0.1/{net}.pth'. "
                     "Tests may use RandomInitLPIPSForTests instead.")
-        model.load_backbone(torch.load(backbone_path, map_location="cpu", weights_only=True))
-        model.load_heads(torch.load(heads_path, map_location="cpu", weights_only=True))
+        from ..checkpoints.state_dict import read_state_dict  # safe read, corrupt files named
+
+        model.load_backbone(read_state_dict(backbone_path))
+        model.load_heads(read_state_dict(heads_path))
         return model
 
     def load_backbone(self, state: dict) -> None:

@@ -74,16 +74,10 @@ def find_weight(kind: str, weights_dir: str | os.PathLike | None = None,
 
 def load_state_dict(path: str | os.PathLike, subkey: str | None = None) -> dict[str, torch.Tensor]:
     """A tensor dict from a local file, optionally the ``subkey`` entry of a checkpoint dict."""
-    p = Path(path)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    from ..checkpoints.state_dict import read_checkpoint
 
-            state = load_file(str(p))
-        else:
-            state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickled code, corrupt file, ...
-        raise CheckpointError(f"cannot load {p} as a tensor dict (weights_only): {exc}") from None
+    p = Path(path)
+    state = read_checkpoint(p)  # safe (weights_only / safetensors); corrupt or code-carrying files named
     if subkey is not None and isinstance(state, dict) and subkey in state:
         state = state[subkey]
     if not isinstance(state, dict):

@@ -207,17 +207,16 @@ class GestureModel(nn.Module):
 
     # ---------------------------------------------------------------- files
     def save(self, folder: str | Path, extra: dict | None = None) -> Path:
-        from safetensors.torch import save_file
+        from ..checkpoints.state_dict import save_state_dict
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, str(folder / WEIGHTS_NAME))
+        save_state_dict(self.state_dict(), folder / WEIGHTS_NAME)
         (folder / CONFIG_NAME).write_text(json.dumps(dict(self.config, **(extra or {})), indent=1) + "\n")
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> "GestureModel":
-        from safetensors.torch import load_file
+        from ..checkpoints.state_dict import read_state_dict
 
         folder = Path(folder)
         cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -233,7 +232,7 @@ class GestureModel(nn.Module):
         model = cls(**{k: cfg[k] for k in keys if k in cfg})
         model.info = cfg
         try:
-            model.load_state_dict(load_file(str(w_path)))
+            model.load_state_dict(read_state_dict(w_path))
         except RuntimeError as exc:
             raise CheckpointError(f"{w_path} does not match its config.json: {exc}") from None
         return model.eval()

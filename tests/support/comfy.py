@@ -188,3 +188,22 @@ def image_tensor(name: str = "echomimicv2_demo_0014.png", size: int | None = Non
     if size:
         img = img.resize((size, size), Image.BICUBIC)
     return torch.from_numpy(np.asarray(img).astype(np.float32) / 255.0)[None]
+
+
+def nodes():
+    """The pack's node id -> V3 class table."""
+    return node_package().NODE_CLASS_MAPPINGS
+
+
+def node_package():
+    return load_nodes()
+
+
+def run(node_id: str, *args, **kwargs):
+    """Execute a V3 node's ``execute`` as ComfyUI would (outside a prompt); returns its output tuple."""
+    out = nodes()[node_id].execute(*args, **kwargs)
+    return out.args
+
+
+#: small, fast sampler settings for node tests
+SAMPLER_ARGS = dict(seed=7, steps=2, cfg=2.5, context_frames=12, context_overlap=3, width=64, height=64, length=16)
