@@ -120,6 +120,7 @@ def test_demo_defaults_switch_with_models():
     assert off.steps is None and off.cfg is None and off.seed is None
 
 
+@pytest.mark.slow
 def test_comfyui_loader_and_demo_inputs():
     from support.comfy import load_nodes
 

@@ -87,6 +87,7 @@ def test_termination_signal_mid_write_leaves_no_file(tmp_path, signum):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_reports_143_on_sigterm(tmp_path):
     """`python -m echomimic_core` turns SIGTERM into exit code 143 with one line, no traceback."""
     script = textwrap.dedent("""
@@ -207,6 +208,7 @@ def test_mux_decodes_only_what_the_video_needs(tmp_path):
     assert probe(out)["audio"]["duration"] == pytest.approx(0.5, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_bounded_decode_gives_the_whole_clips_features(tmp_path, fixtures):
     """A 40 s clip behind a 24-frame video: only the first 30 s segment (+ margin) is decoded, and the
     chunks of those frames equal the ones computed from the whole clip (the loudest part is in the span,

@@ -57,6 +57,7 @@ def test_pose_encoder_parity(models, fixtures):
             assert err <= POSE_TOL, (inp, err)
 
 
+@pytest.mark.slow
 def test_reference_unet_output(reference_out, unet_level):
     err = _maxabs(reference_out.sample, unet_level["ref_unet_output"])
     print(f"reference unet output: max abs err {err:.3g}")

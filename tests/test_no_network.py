@@ -38,6 +38,7 @@ def test_missing_vae_folder_is_not_a_hub_id(tmp_path, monkeypatch, no_network):
     assert no_network == []
 
 
+@pytest.mark.slow
 def test_trainer_with_a_relative_base_folder_lacking_the_vae(tmp_path, monkeypatch, no_network, fixtures):
     from train.modeling import build_models
 

@@ -151,6 +151,7 @@ def models(comfy_dirs):
     return handle
 
 
+@pytest.mark.slow
 def test_loader_hands_the_networks_to_comfyui_model_management(models):
     import comfy.model_management as mm
 
@@ -163,6 +164,7 @@ def test_loader_hands_the_networks_to_comfyui_model_management(models):
     assert models.patcher.model_size() == sum(mm.module_size(m) for m in models.models.networks().values())
 
 
+@pytest.mark.slow
 def test_loader_has_no_cache_of_its_own(comfy_dirs, models):
     # ComfyUI's node cache keeps the output between runs; a second execute loads a second set
     (again,) = run("EchoMimicV2ModelLoader", "echomimic_v2", "normal", "auto", "auto", "keep_loaded")
@@ -367,6 +369,7 @@ def test_sampler_returns_an_image_batch_and_reports_progress(models, features, p
     assert values == sorted(values) and progress_calls[-1][0] == progress_calls[-1][1] > 2
 
 
+@pytest.mark.slow
 def test_sampler_honours_comfyui_interrupt(models, features, poses):
     import comfy.model_management as mm
 
@@ -421,6 +424,7 @@ def test_interrupted_sample_to_file_leaves_no_file(comfy_dirs, models, features,
     assert set(Path(comfy_dirs["output"]).rglob("*")) - before <= {comfy_dirs["output"] / "unit"}
 
 
+@pytest.mark.slow
 def test_offload_after_run_hands_the_weights_back(comfy_dirs):
     import comfy.model_management as mm
 

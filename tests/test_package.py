@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from support.paths import REPO
 from support.comfy import COMFYUI_DIR, STUBS
 
@@ -51,6 +53,7 @@ def test_root_package_imports_without_comfyui():
     assert out["entrypoint"] is False and out["legacy"] is False and out["path_changed"] is False
 
 
+@pytest.mark.slow
 def test_root_package_registers_v3_nodes_in_comfyui_without_touching_sys_path():
     out = _run(_COMFY_SETUP.format(comfy=COMFYUI_DIR, stubs=STUBS))
     assert out["entrypoint"] is True and out["legacy"] is False  # V3 only (V1 mappings would win)
@@ -60,6 +63,7 @@ def test_root_package_registers_v3_nodes_in_comfyui_without_touching_sys_path():
     assert out["comfy_nodes"].startswith(str(COMFYUI_DIR))
 
 
+@pytest.mark.slow
 def test_cli_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "echomimic_core", "--help"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout

@@ -143,6 +143,7 @@ def test_guidance_one_runs_the_accelerated_path(fx, pipe, fixtures):
     assert torch.isfinite(res.latents).all() and res.latents.abs().max() < 10
 
 
+@pytest.mark.slow
 def test_audio_encoder_integration(fx, models, fixtures):
     """The CLI's audio path (our whisper features of the fixture wav) gives the chunks the pipeline was fed."""
     audio_mod = pytest.importorskip("echomimic_core.audio")

@@ -246,6 +246,7 @@ def test_mediapipe_demo_images(mp_frames, name):
     assert face[19, 1] < face[37, 1]                       # brow above eye
 
 
+@pytest.mark.slow
 def test_mediapipe_hands_out_of_frame(mp_frames):
     f = mp_frames["skimage_astronaut.png"]
     assert (f["hands_score"] == 0).all() and (f["hands"] == -1).all()

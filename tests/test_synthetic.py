@@ -57,6 +57,7 @@ def test_other_seed_differs(dataset, tmp_path):
     assert sum(a[k] != b[k] for k in common) > len(common) // 2
 
 
+@pytest.mark.slow
 def test_refuses_non_empty_output(dataset):
     with pytest.raises(FileExistsError):
         _gen(dataset)

@@ -30,6 +30,7 @@ def test_ground_truth_scores_well_and_static_floor_does_not(heldout):
     assert "gt" in text and "static" in text
 
 
+@pytest.mark.slow
 def test_unwired_rows_are_reported_not_raised(heldout):
     def boom(clip):
         raise NotImplementedError("not wired")

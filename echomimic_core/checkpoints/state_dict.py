@@ -54,7 +54,8 @@ def corrupt_error(path: Path, detail: str) -> CheckpointError:
 def _refused(path: Path) -> CheckpointError:
     return CheckpointError(
         f"{path}: refused to load — the file is a pickle that contains Python objects or code, not only "
-        f"tensors, and loading it would execute code. EchoMimicV2 checkpoints are plain tensor dicts. "
+        f"tensors, and loading it would execute code (torch.load(weights_only=True) refused it). EchoMimicV2 "
+        f"checkpoints are plain tensor dicts. "
         f"Fix: use the original file from the official source; if you trust this file, re-save it as "
         f"a plain state dict or convert it with `python -m echomimic_core.convert` from a trusted environment.")
 
@@ -87,8 +88,11 @@ def read_checkpoint(path: PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
-        # "Unsupported operand": bytes that are no pickle at all (garbage), not a pickle asking for code
-        if "Weights only load failed" in str(exc) and "Unsupported operand" not in str(exc):
+        # "Unsupported operand" on bytes that do not even start like a pickle (PROTO 0x80) is garbage;
+        # everything else the weights-only unpickler rejects is a pickle asking for more than tensors
+        with open(path, "rb") as f:
+            looks_like_pickle = f.read(1) == b"\x80" or zipfile.is_zipfile(path)
+        if "Weights only load failed" in str(exc) and (looks_like_pickle or "Unsupported operand" not in str(exc)):
             raise _refused(path) from None
         lines = [ln for ln in str(exc).splitlines() if "Unsupported operand" in ln] or [str(exc)[:200]]
         raise corrupt_error(path, f"UnpicklingError: {lines[0].strip()}") from None
