@@ -12,7 +12,7 @@ from echomimic_core.errors import CheckpointError, ModelFilesNotFoundError
 from echomimic_core.eval import BACKBONES, Clip, Evaluator, format_table
 from echomimic_core.eval.backbones import load_backbone
 from echomimic_core.eval.weights import find_weight
-from tests.eval_support import ConstructedPoseForTests, moving_frames, test_backbones, tone, write_wav
+from support.eval import ConstructedPoseForTests, moving_frames, test_backbones, tone, write_wav
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,7 +14,7 @@ from echomimic_core.errors import InputError
 from echomimic_core.eval import Clip, evaluate, pair_clips
 from echomimic_core.eval.__main__ import main
 from echomimic_core.video import VideoWriter
-from tests.eval_support import moving_frames, tone
+from support.eval import moving_frames, tone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ import pytest
 from echomimic_core.errors import InputError
 from echomimic_core.eval import paper_table
 from echomimic_core.video import VideoWriter, probe
-from tests.eval_support import moving_frames, tone
+from support.eval import moving_frames, tone
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import emtd  # noqa: E402

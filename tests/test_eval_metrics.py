@@ -158,7 +158,7 @@ def test_similarity_alignment_puts_the_landmarks_on_the_template():
 
 def test_hand_metrics_with_an_extractor():
     from echomimic_core.eval.hands import hand_metrics
-    from tests.eval_support import ConstructedPoseForTests, moving_frames
+    from support.eval import ConstructedPoseForTests, moving_frames
 
     frames = moving_frames(6)
     out = hand_metrics(frames, ConstructedPoseForTests())
