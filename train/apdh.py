@@ -30,7 +30,7 @@ from train import data as D
 from train import modeling as M
 from train.losses import PhDConfig, PhDLoss, SoftCanny, build_pose_loss, latent_v_loss, min_snr_weights, \
     predict_x0_from_v
-from train.phases import apply_trainable, load_config, pose_dropout_at
+from train.phases import apply_trainable, load_config, pose_dropout_at, stream_seed
 
 
 class TrainState:
@@ -99,7 +99,7 @@ def _make_accelerator(cfg):
     out = Path(cfg["run"]["output_dir"])
     return Accelerator(
         gradient_accumulation_steps=int(cfg["optim"]["grad_accum"]),
-        mixed_precision=cfg["training"]["mixed_precision"],
+        mixed_precision=cfg["training"]["mixed_precision"],  # None: ACCELERATE_MIXED_PRECISION (launch config)
         kwargs_handlers=[kw],
         cpu=not torch.cuda.is_available(),  # CPU runs (tests, CI): DDP over gloo
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
@@ -127,6 +127,7 @@ class Trainer:
     def _setup(self):
         cfg, acc = self.cfg, self.acc
         torch.manual_seed(cfg["run"]["seed"])
+        self.stream_seed = stream_seed(cfg)
         self.models = M.build_models(cfg)
         nets = {"reference_unet": self.models.reference_unet, "denoising_unet": self.models.denoising_unet,
                 "pose_encoder": self.models.pose_encoder}
@@ -185,7 +186,7 @@ class Trainer:
         region = ph["region"] if ph["audio"] == "partial" else None
         self.dataset = D.TrainDataset(clips, resolution=dc["resolution"], clip_frames=dc["clip_frames"],
                                       frame_stride=dc["frame_stride"], pose_parts=ph["pose_parts"], region=region,
-                                      seed=cfg["run"]["seed"], audio_features=M.audio_feature_source(cfg, acc),
+                                      seed=self.stream_seed, audio_features=M.audio_feature_source(cfg, acc),
                                       repeat=dc["repeat"], hue_rotation=dc["hue_rotation"])
 
     def _named_trainable(self):
@@ -250,7 +251,7 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         dev = acc.device
         tr = cfg["training"]
-        seed = cfg["run"]["seed"]
+        seed = self.stream_seed
         ids = [int(n) for n in batch["sample"]]
         b = len(ids)
         target = batch["target"].to(dev)          # [b, 3, f, S, S]

@@ -135,11 +135,10 @@ def build_models(cfg: dict) -> Models:
             m.train()
     else:
         raise ValueError(f"init.from must be 'sd' or 'official', got {mode!r}")
-    if ini.get("motion_module"):
-        mm = {k: v.float() for k, v in _load_tensors(Path(ini["motion_module"])).items() if "motion_modules." in k}
-        n, _ = copy_matching(den, mm)
-        if n == 0:
-            raise ValueError(f"{ini['motion_module']}: no motion-module key matched the denoiser")
+    if ini.get("motion_module"):  # AnimateDiff / EchoMimic V1/V2 / diffusers MotionAdapter (train/motion_init.py)
+        from train.motion_init import init_motion_modules
+
+        init_motion_modules(den, ini["motion_module"])
     vae = load_vae(vae_folder, dtype=torch.float32)  # local files only: a missing folder is an error, never a hub id
     for m in (ref, den, pose):
         m.float()
