@@ -187,7 +187,8 @@ class Trainer:
         self.dataset = D.TrainDataset(clips, resolution=dc["resolution"], clip_frames=dc["clip_frames"],
                                       frame_stride=dc["frame_stride"], pose_parts=ph["pose_parts"], region=region,
                                       seed=self.stream_seed, audio_features=M.audio_feature_source(cfg, acc),
-                                      repeat=dc["repeat"], hue_rotation=dc["hue_rotation"])
+                                      repeat=dc["repeat"], hue_rotation=dc["hue_rotation"],
+                                      min_ref_gap=dc["min_ref_gap"], augment=dc["augment"])
 
     def _named_trainable(self):
         return {n: p for n, p in M.unwrap(self.net).named_parameters() if p.requires_grad}

@@ -253,11 +253,16 @@ def _frame_path(clip: Clip, i: int) -> Path:
     raise FileNotFoundError(f"{clip.path}/frames/{i:06d}.png (or .jpg) missing")
 
 
-def load_frame(clip: Clip, i: int, size: int) -> np.ndarray:
+def load_frame(clip: Clip, i: int, size: int, box: np.ndarray | None = None) -> np.ndarray:
+    """Frame i as RGB uint8 [size, size, 3]; `box` (normalised xyxy) crops it first (train/augment.py)."""
     img = cv2.imread(str(_frame_path(clip, i)), cv2.IMREAD_COLOR)
     if img is None:
         raise IOError(f"cannot read frame {i} of {clip.path}")
     img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if box is not None:
+        from train.augment import crop_pixels
+
+        img = crop_pixels(img, box)
     if img.shape[:2] != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
     return img
@@ -294,7 +299,7 @@ class TrainDataset(Dataset):
     def __init__(self, clips: list[Clip], *, resolution: int, clip_frames: int = 1, frame_stride: int = 1,
                  pose_parts: str = "init", region: str | None = None, seed: int = 0,
                  audio_features: Callable[[Clip], np.ndarray] | None = None, repeat: int = 1,
-                 hue_rotation: float = 0.0):
+                 hue_rotation: float = 0.0, min_ref_gap: int | None = None, augment: dict | None = None):
         if not clips:
             raise ValueError("no usable clips (check data.roots / data.kinds and clip lengths)")
         self.clips = clips
@@ -308,6 +313,11 @@ class TrainDataset(Dataset):
         if not 0.0 <= float(hue_rotation) <= 1.0:
             raise ValueError(f"data.hue_rotation is a probability in [0, 1], got {hue_rotation}")
         self.hue_rotation = float(hue_rotation)
+        from train.augment import check_augment
+
+        # None = the original rule (any other frame); an int = at least that many frames from every target
+        self.min_ref_gap = None if min_ref_gap is None else max(0, int(min_ref_gap))
+        self.augment = check_augment(augment)
         self._audio_fn = audio_features or load_cached_audio_features
         # keyed by clip folder: clip ids repeat across data roots
         self._kp_cache: dict[Path, dict] = {}
@@ -359,7 +369,11 @@ class TrainDataset(Dataset):
             stride = self.stride
         start = int(rng.integers(0, clip.num_frames - span + 1))
         frames = [start + k * stride for k in range(self.clip_frames)]
-        if clip.num_frames > 1:
+        if self.min_ref_gap is not None:
+            from train.augment import reference_frame
+
+            ref = reference_frame(rng, clip.num_frames, frames, self.min_ref_gap)
+        elif clip.num_frames > 1:
             ref = int(rng.integers(0, clip.num_frames - 1))
             if self.clip_frames == 1 and ref >= frames[0]:
                 ref += 1  # reference ≠ target in stage 1
@@ -371,23 +385,36 @@ class TrainDataset(Dataset):
         clip, frames, ref = self.locate(n)
         s = self.size
         to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1.0  # noqa: E731
-        ref_img = to_t(load_frame(clip, ref, s))
-        target = torch.stack([to_t(load_frame(clip, i, s)) for i in frames], dim=1)
+        box = None
+        if self.augment["prob"] > 0:  # the seeded draw only when enabled (the default stream is unchanged)
+            from train import augment as A
+
+            box = A.crop_box(self.seed, n, self.augment)
+        ref_img = to_t(load_frame(clip, ref, s, box))
+        target = torch.stack([to_t(load_frame(clip, i, s, box)) for i in frames], dim=1)
         if self.hue_rotation:  # the seeded draw only when enabled: no cost on the default path
             rng = rng_of(self.seed, "hue", n)
             if rng.random() < self.hue_rotation:
                 rot = hue_rotation_matrix(rng.uniform(0.0, 2.0 * np.pi))
                 ref_img, target = rotate_colours(ref_img, rot), rotate_colours(target, rot)
-        kp = self._keypoints(clip)
+        kp, kp_frames = self._keypoints(clip), frames
+        if box is not None:  # keypoints moved into the crop, drawn at the inference line widths
+            kp, kp_frames = A.crop_keypoints(kp, frames, box), list(range(len(frames)))
         pose = torch.stack([torch.from_numpy(draw_pose(kp, i, s, self.pose_parts)).permute(2, 0, 1).float() / 255.0
-                            for i in frames], dim=1)
+                            for i in kp_frames], dim=1)
         feats = self._audio(clip)
         idx = np.clip(np.asarray(frames), 0, len(feats) - 1)
         audio = torch.from_numpy(np.asarray(feats[idx], dtype=np.float32))
-        content = box_mask(np.asarray(clip.content_box, dtype=np.float32), s, s)
+        content_box = np.asarray(clip.content_box, dtype=np.float32)
+        if box is not None:
+            content_box = A.crop_boxes(content_box, box)
+        content = box_mask(content_box, s, s)
         if self.region in ("lips", "head"):
             boxes = self._regions(clip)[self.region]
-            region = np.stack([box_mask(boxes[min(i, len(boxes) - 1)], s, s) * content for i in frames])
+            boxes = np.stack([boxes[min(i, len(boxes) - 1)] for i in frames])
+            if box is not None:
+                boxes = A.crop_boxes(boxes, box)
+            region = np.stack([box_mask(b, s, s) * content for b in boxes])
         else:
             region = np.ones((len(frames), s, s), dtype=np.float32)
         return {"ref": ref_img, "target": target, "pose": pose, "audio": audio,

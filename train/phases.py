@@ -67,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "repeat": 1,
         "hue_rotation": 0.0,         # probability of a random hue rotation of reference + targets (together)
+        "min_ref_gap": None,         # None: reference = any other frame; N: >= N frames from every target
+        "augment": {"prob": 0.0,     # probability of a random square crop (same for reference, targets,
+                    "scale": [0.85, 1.0]},  # pose, masks); scale = crop side / frame side (train/augment.py)
         "fixed_batch": False,        # debugging: repeat the first batch forever (overfit check)
         "audio_features": "auto",    # auto | cached | compute
         "audio_encoder": None,       # whisper tiny.pt path for compute (default base_folder/audio_processor/tiny.pt)
@@ -226,6 +229,12 @@ def validate(cfg: dict) -> None:
         raise ValueError("stage 1 trains single frames: data.clip_frames must be 1")
     if cfg["training"]["mixed_precision"] not in (None, "no", "fp16", "bf16"):
         raise ValueError("training.mixed_precision must be null (the launch config decides) | no | fp16 | bf16")
+    from train.augment import check_augment
+
+    check_augment(cfg["data"]["augment"])
+    gap = cfg["data"]["min_ref_gap"]
+    if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
+        raise ValueError(f"data.min_ref_gap must be null or a frame count >= 0, got {gap!r}")
     if not isinstance(cfg["run"].get("sample_stream"), str) or not cfg["run"]["sample_stream"]:
         raise ValueError("run.sample_stream must be phase | seed | a non-empty string")
 
