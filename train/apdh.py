@@ -347,7 +347,7 @@ class Trainer:
         start = self.state.step
         log_path = self.out / "log.csv"
         fields = ["step", "loss", "latent", "pose", "detail", "lpips", "lr", "sec_per_step", "samples_per_sec",
-                  "pose_dropout"]
+                  "pose_dropout", "grad_norm"]
         if acc.is_main_process:
             _truncate_log(log_path, start, fields)
         loader = iter(self._loader(start))
@@ -360,18 +360,22 @@ class Trainer:
         gbatch = int(cfg["optim"]["per_device_batch"]) * acc.num_processes * accum
         last = {}
         interrupted = False
+        from train.monitor import Monitor
+
+        monitor = Monitor(self)  # validation renders + optional TensorBoard
         try:
             while self.state.step < max_steps:
                 t0 = time.perf_counter()
                 self.net.train()
                 sums = {}
+                grad_norm = None
                 for _ in range(accum):
                     batch = next(loader)
                     with acc.accumulate(self.net):
                         loss, parts, _ = self._micro_step(batch, self.state.step)
                         acc.backward(loss)
                         if acc.sync_gradients and cfg["optim"]["max_grad_norm"]:
-                            acc.clip_grad_norm_(self.net.parameters(), float(cfg["optim"]["max_grad_norm"]))
+                            grad_norm = acc.clip_grad_norm_(self.net.parameters(), float(cfg["optim"]["max_grad_norm"]))
                         self.optimizer.step()
                         self.optimizer.zero_grad(set_to_none=True)
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) / accum
@@ -392,10 +396,12 @@ class Trainer:
                        "pose": float(vals[2]), "detail": float(vals[3]), "lpips": float(vals[4]),
                        "lr": self.lr_scheduler.get_last_lr()[0], "sec_per_step": dt,
                        "samples_per_sec": gbatch / dt if dt > 0 else 0.0,
-                       "pose_dropout": pose_dropout_at(cfg["phase"], self.state.step - 1, max_steps)}
+                       "pose_dropout": pose_dropout_at(cfg["phase"], self.state.step - 1, max_steps),
+                       "grad_norm": None if grad_norm is None else float(grad_norm)}
                 last = row
                 if acc.is_main_process and (self.state.step % log_every == 0 or self.state.step == max_steps or stop_now):
                     _append_log(log_path, row, fields)
+                monitor.on_step(row, last=self.state.step == max_steps)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if self.step_callback is not None:
@@ -415,6 +421,7 @@ class Trainer:
                     self.export(self.out / "export")
         finally:
             bar.close()
+            monitor.close()
             self.stop.uninstall()
         return {"step": self.state.step, "interrupted": interrupted, "last": last}
 

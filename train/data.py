@@ -353,6 +353,14 @@ class TrainDataset(Dataset):
             self._audio_cache[clip.path] = self._audio_fn(clip)
         return self._audio_cache[clip.path]
 
+    def keypoints(self, clip: Clip) -> dict:
+        """The clip's keypoints.npz arrays (cached)."""
+        return self._keypoints(clip)
+
+    def audio_windows(self, clip: Clip) -> np.ndarray:
+        """The clip's whisper windows [F, tokens, 384] (cached or computed per data.audio_features)."""
+        return self._audio(clip)
+
     def locate(self, n: int) -> tuple[Clip, list[int], int]:
         """Global sample number → (clip, target frame indices, reference frame index)."""
         epoch, pos = divmod(int(n), self.epoch_len)

@@ -47,7 +47,11 @@ DEFAULTS: dict[str, Any] = {
         "log_every": 10,
         "export_at_end": True,
         "progress_bar": True,
+        "tensorboard": False,        # also log to RUN/tensorboard (needs the tensorboard package)
     },
+    # renders from fixed inputs during training (train/monitor.py); every: 0 = off
+    "validation": {"every": 0, "clip": None, "reference_frame": 0, "frames": 12, "steps": 6, "guidance": 2.0,
+                   "seed": 0, "use_ema": True, "at_end": True},
     "init": {
         # where the weights come from:
         #   sd        — SD-image-variations UNet for both UNets + sd-vae (stage 1 from scratch)
