@@ -432,7 +432,7 @@ class TrainDataset(Dataset):
 def load_cached_audio_features(clip: Clip) -> np.ndarray:
     p = clip.path / "audio_features.npy"
     if not p.is_file():
-        raise FileNotFoundError(f"{p} missing: run train/preprocess.py, or set data.audio_features: compute")
+        raise FileNotFoundError(f"{p} missing: cache it with python train/features.py DATASET --audio-encoder tiny.pt")
     return np.load(p, mmap_mode="r")
 
 
@@ -484,7 +484,8 @@ def ensure_audio_features(clips: list[Clip], mode: str, cache_dir: Path, encoder
     for c in clips:
         has = (c.path / "audio_features.npy").is_file()
         if mode == "cached" and not has:
-            raise FileNotFoundError(f"{c.path}/audio_features.npy missing (data.audio_features: cached)")
+            raise FileNotFoundError(f"{c.path}/audio_features.npy missing (data.audio_features: cached): cache the "
+                                    f"features with python train/features.py {c.path.parent.parent} --audio-encoder tiny.pt")
         if mode == "compute" or (mode == "auto" and not has):
             todo.append(c)
     paths = {c.path: c.path / "audio_features.npy" for c in clips}

@@ -9,8 +9,8 @@ Per video (mp4/mov/mkv/webm/avi, searched recursively), in the official EMTD pre
   2. whole-body keypoints per frame with the pose extractor (DWPose ONNX or mediapipe);
   3. one square upper-body box for the clip (get_pose_params, EMTD bottom margin 0.5), every frame
      cropped to it and resized/padded to the resolution, keypoints re-normalised to the stored frame;
-  4. lips/head/hands boxes (regions.npz), whisper windows (audio_features.npy) when an audio encoder
-     is given (otherwise the trainer computes them once per run).
+  4. lips/head/hands boxes (regions.npz) and the whisper windows (audio_features.npy, fp16): always
+     cached here (the CLI requires --audio-encoder), so training never computes them.
 Resumable: a clip whose meta.json exists is skipped; bad clips (unreadable, no audio, no person, too
 short) are reported and listed in OUT_DIR/bad_clips.json (skipped on reruns unless --retry-bad).
 """
@@ -228,7 +228,7 @@ def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.n
     if len(audio) < need:
         audio = np.concatenate([audio, np.zeros(need - len(audio), np.float32)])
     feats = None
-    if audio_encoder is not None and kind != "pose":
+    if audio_encoder is not None:  # pose clips too (silence): every clip then has the same files
         tmp = out / "clips" / f".{clip_id}.wav"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         D.write_wav(tmp, audio[:need])
@@ -302,8 +302,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution", type=int, default=768)
     ap.add_argument("--pose", default="dwpose", choices=["dwpose", "mediapipe"])
     ap.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
-    ap.add_argument("--audio-encoder", default=None,
-                    help="whisper tiny.pt (cache the audio features now; otherwise the trainer computes them)")
+    ap.add_argument("--audio-encoder", required=True,
+                    help="whisper tiny.pt: the audio features are cached with the clips (training never computes them)")
     ap.add_argument("--kind", default="halfbody", choices=["halfbody", "headshot", "pose"])
     ap.add_argument("--image-ext", default=".png", choices=[".png", ".jpg"])
     ap.add_argument("--min-frames", type=int, default=2)
