@@ -97,13 +97,18 @@ def _make_accelerator(cfg):
 
     kw = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg["training"]["find_unused_parameters"]))
     out = Path(cfg["run"]["output_dir"])
-    return Accelerator(
+    acc = Accelerator(
         gradient_accumulation_steps=int(cfg["optim"]["grad_accum"]),
         mixed_precision=cfg["training"]["mixed_precision"],  # None: ACCELERATE_MIXED_PRECISION (launch config)
         kwargs_handlers=[kw],
         cpu=not torch.cuda.is_available(),  # CPU runs (tests, CI): DDP over gloo
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
     )
+    for env, kind in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
+        if os.environ.get(env, "").lower() == "true" and acc.distributed_type.value != kind:
+            acc.print(f"note: the launch config asks for {kind}, which accelerate enables only on GPUs; "
+                      f"running as {acc.distributed_type.value} ({acc.num_processes} processes)")
+    return acc
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -139,13 +144,9 @@ class Trainer:
         if not params:
             raise ValueError("the phase's trainable selectors select no parameter")
         o = cfg["optim"]
-        if o.get("optimizer", "adamw") == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=float(o["lr"]), betas=tuple(o["betas"]),
-                                               weight_decay=float(o["weight_decay"]), eps=float(o["eps"]))
-        elif o["optimizer"] == "sgd":  # plain SGD: used by the DDP equivalence test (linear in the gradient)
-            self.optimizer = torch.optim.SGD(params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
-        else:
-            raise ValueError("optim.optimizer must be adamw or sgd")
+        from train.optim import build_optimizer
+
+        self.optimizer = build_optimizer(o, params)  # adamw | adamw8bit | sgd
         warm = max(1, int(o["warmup_steps"]))
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
         self.net, self.optimizer = acc.prepare(self.net, self.optimizer)

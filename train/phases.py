@@ -89,7 +89,7 @@ DEFAULTS: dict[str, Any] = {
         "frozen": ["denoising_unet.audio"],
     },
     "optim": {
-        "optimizer": "adamw",        # adamw | sgd
+        "optimizer": "adamw",        # adamw | adamw8bit (bitsandbytes, CUDA) | sgd
         "lr": 1.0e-5,
         "betas": [0.9, 0.999],
         "weight_decay": 1.0e-2,
@@ -239,6 +239,10 @@ def validate(cfg: dict) -> None:
     gap = cfg["data"]["min_ref_gap"]
     if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
         raise ValueError(f"data.min_ref_gap must be null or a frame count >= 0, got {gap!r}")
+    from train.optim import OPTIMIZERS
+
+    if cfg["optim"].get("optimizer", "adamw") not in OPTIMIZERS:
+        raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}")
     if not isinstance(cfg["run"].get("sample_stream"), str) or not cfg["run"]["sample_stream"]:
         raise ValueError("run.sample_stream must be phase | seed | a non-empty string")
 
