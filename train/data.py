@@ -17,7 +17,7 @@ import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -94,25 +94,46 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def write_clip(root: str | os.PathLike, clip_id: str, frames: Sequence[np.ndarray], audio: np.ndarray,
+def write_clip(root: str | os.PathLike, clip_id: str, frames: Iterable[np.ndarray], audio: np.ndarray,
                keypoints: dict, *, fps: int = 24, kind: str = "halfbody",
                content_box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), regions: dict | None = None,
                audio_features: np.ndarray | None = None, audio_encoder: str = "",
                source: str = "", image_ext: str = ".png") -> Path:
-    """Write one clip in the dataset format. frames: RGB uint8 [H, W, 3] each; audio: 16 kHz mono."""
+    """Write one clip in the dataset format. frames: RGB uint8 [H, W, 3] each (any iterable: written one at a
+    time); audio: 16 kHz mono. image_ext ".png"/".jpg": frames/NNNNNN.ext; ".mp4": one frames.mp4
+    (train/clip_video.py)."""
     root = Path(root)
     d = root / "clips" / clip_id
-    (d / "frames").mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
-    for i, fr in enumerate(frames):
-        if fr.shape[:2] != (h, w):
-            raise ValueError(f"clip {clip_id}: frame {i} has size {fr.shape[:2]}, expected {(h, w)}")
-        cv2.imwrite(str(d / "frames" / f"{i:06d}{image_ext}"), cv2.cvtColor(np.ascontiguousarray(fr), cv2.COLOR_RGB2BGR))
+    d.mkdir(parents=True, exist_ok=True)
+    size = []
+
+    def checked():
+        for i, fr in enumerate(frames):
+            if not size:
+                size.extend(fr.shape[:2])
+            if tuple(fr.shape[:2]) != tuple(size):
+                raise ValueError(f"clip {clip_id}: frame {i} has size {fr.shape[:2]}, expected {tuple(size)}")
+            yield fr
+
+    if image_ext == ".mp4":
+        from train.clip_video import FRAMES_MP4, write_frames_mp4
+
+        num = write_frames_mp4(d / FRAMES_MP4, checked(), fps)
+    else:
+        (d / "frames").mkdir(exist_ok=True)
+        num = 0
+        for i, fr in enumerate(checked()):
+            cv2.imwrite(str(d / "frames" / f"{i:06d}{image_ext}"), cv2.cvtColor(np.ascontiguousarray(fr),
+                                                                               cv2.COLOR_RGB2BGR))
+            num += 1
+    if not num:
+        raise ValueError(f"clip {clip_id}: no frames")
+    h, w = size
     write_wav(d / "audio.wav", audio, 16000)
     kp = {k: np.asarray(keypoints[k], dtype=np.float32) for k in KP_ARRAYS}
     for k, shape in KP_ARRAYS.items():
-        if kp[k].shape != (len(frames),) + shape:
-            raise ValueError(f"keypoints[{k!r}] has shape {kp[k].shape}, expected {(len(frames),) + shape}")
+        if kp[k].shape != (num,) + shape:
+            raise ValueError(f"keypoints[{k!r}] has shape {kp[k].shape}, expected {(num,) + shape}")
     np.savez(d / "keypoints.npz", **kp)
     if regions is not None:
         np.savez(d / "regions.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in regions.items()})
@@ -120,7 +141,7 @@ def write_clip(root: str | os.PathLike, clip_id: str, frames: Sequence[np.ndarra
         np.save(d / "audio_features.npy", np.asarray(audio_features, dtype=np.float16))
         (d / "audio_features.json").write_text(json.dumps(
             {"encoder": audio_encoder, "tokens": int(audio_features.shape[1])}))
-    meta = {"num_frames": len(frames), "fps": fps, "width": int(w), "height": int(h), "kind": kind,
+    meta = {"num_frames": num, "fps": fps, "width": int(w), "height": int(h), "kind": kind,
             "content_box": [float(v) for v in content_box], "source": source}
     write_json_atomic(d / "meta.json", meta)  # meta.json last: its presence marks a complete clip
     return d
@@ -253,12 +274,19 @@ def _frame_path(clip: Clip, i: int) -> Path:
     raise FileNotFoundError(f"{clip.path}/frames/{i:06d}.png (or .jpg) missing")
 
 
-def load_frame(clip: Clip, i: int, size: int, box: np.ndarray | None = None) -> np.ndarray:
-    """Frame i as RGB uint8 [size, size, 3]; `box` (normalised xyxy) crops it first (train/augment.py)."""
-    img = cv2.imread(str(_frame_path(clip, i)), cv2.IMREAD_COLOR)
-    if img is None:
-        raise IOError(f"cannot read frame {i} of {clip.path}")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+def load_frame(clip: Clip, i: int, size: int, box: np.ndarray | None = None, video=None) -> np.ndarray:
+    """Frame i as RGB uint8 [size, size, 3]; `box` (normalised xyxy) crops it first (train/augment.py).
+    Clips with a frames.mp4 are decoded through `video` (a clip_video.Mp4Frames kept by the caller) or
+    a reader opened for this call."""
+    if (clip.path / "frames.mp4").is_file():
+        from train.clip_video import Mp4Frames
+
+        img = (video or Mp4Frames(clip.path / "frames.mp4", clip.fps)).frame(i)
+    else:
+        img = cv2.imread(str(_frame_path(clip, i)), cv2.IMREAD_COLOR)
+        if img is None:
+            raise IOError(f"cannot read frame {i} of {clip.path}")
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     if box is not None:
         from train.augment import crop_pixels
 
@@ -323,6 +351,7 @@ class TrainDataset(Dataset):
         self._kp_cache: dict[Path, dict] = {}
         self._reg_cache: dict[Path, dict] = {}
         self._audio_cache: dict[Path, np.ndarray] = {}
+        self._videos: dict = {}  # clip folder → open frames.mp4 reader (compact clips)
 
     @property
     def epoch_len(self) -> int:
@@ -398,8 +427,17 @@ class TrainDataset(Dataset):
             from train import augment as A
 
             box = A.crop_box(self.seed, n, self.augment)
-        ref_img = to_t(load_frame(clip, ref, s, box))
-        target = torch.stack([to_t(load_frame(clip, i, s, box)) for i in frames], dim=1)
+        video = None
+        if (clip.path / "frames.mp4").is_file():
+            from train.clip_video import Mp4Frames
+
+            if clip.path not in self._videos:
+                while len(self._videos) >= 8:  # a few open containers per worker
+                    self._videos.pop(next(iter(self._videos))).close()
+                self._videos[clip.path] = Mp4Frames(clip.path / "frames.mp4", clip.fps)
+            video = self._videos[clip.path]
+        ref_img = to_t(load_frame(clip, ref, s, box, video))
+        target = torch.stack([to_t(load_frame(clip, i, s, box, video)) for i in frames], dim=1)
         if self.hue_rotation:  # the seeded draw only when enabled: no cost on the default path
             rng = rng_of(self.seed, "hue", n)
             if rng.random() < self.hue_rotation:
