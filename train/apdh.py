@@ -31,6 +31,7 @@ from train import modeling as M
 from train.losses import PhDConfig, PhDLoss, SoftCanny, build_pose_loss, latent_v_loss, min_snr_weights, \
     predict_x0_from_v
 from train.phases import apply_trainable, load_config, pose_dropout_at, stream_seed
+from train.run_files import custom_object_files
 
 
 class TrainState:
@@ -112,9 +113,9 @@ def _make_accelerator(cfg):
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
-    ck = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
-    ck = [c for c in ck if (c / "train_complete.json").is_file()]
-    return ck[-1] if ck else None
+    from train.run_files import latest_checkpoint
+
+    return latest_checkpoint(out)
 
 
 class Trainer:
@@ -153,11 +154,13 @@ class Trainer:
         # the lr scheduler is stepped by us once per optimizer step (accelerate would step it per process)
         acc.register_for_checkpointing(self.lr_scheduler)
         acc.register_for_checkpointing(self.state)
+        self.custom_objects = ["lr_scheduler", "state"]  # registration order = accelerate's file numbering
         ema_cfg = cfg["training"]["ema"]
         self.ema = None
         if ema_cfg["enabled"]:
             self.ema = EMA(self._named_trainable(), float(ema_cfg["decay"]))
             acc.register_for_checkpointing(self.ema)
+            self.custom_objects.append("ema")
 
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         vae_dtype = torch.float32 if acc.mixed_precision == "no" else self.weight_dtype
@@ -220,7 +223,8 @@ class Trainer:
         self.acc.save_state(str(path))
         if self.acc.is_main_process:
             (path / "train_complete.json").write_text(json.dumps(
-                {"step": self.state.step, "phase": self.state.phase, "config": self.cfg}, indent=1, default=str))
+                {"step": self.state.step, "phase": self.state.phase, "config": self.cfg,
+                 "custom_objects": custom_object_files(self.custom_objects)}, indent=1, default=str))
             keep = int(self.cfg["run"]["keep_checkpoints"])
             done = sorted(p for p in (self.out / "checkpoints").glob("step_*") if p != path)
             for old in done[:max(0, len(done) - (keep - 1))] if keep > 0 else []:

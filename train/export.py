@@ -121,10 +121,12 @@ def export_models(net, models, cfg: dict, out_dir, *, override: dict | None = No
 
 
 def _latest(run: Path) -> Path:
-    ck = sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "train_complete.json").is_file())
-    if not ck:
+    from train.run_files import latest_checkpoint
+
+    ck = latest_checkpoint(run)
+    if ck is None:
         raise FileNotFoundError(f"{run}/checkpoints has no complete checkpoint")
-    return ck[-1]
+    return ck
 
 
 def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetensors: bool = False,
@@ -146,9 +148,10 @@ def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetens
                                 "`accelerate merge-weights`)")
     used_ema = False
     if use_ema and cfg["training"]["ema"]["enabled"]:
-        ema_file = ck / "custom_checkpoint_2.pkl"
-        if ema_file.is_file():
-            ema = torch.load(ema_file, map_location="cpu", weights_only=True)
+        from train.run_files import load_custom_object
+
+        ema = load_custom_object(ck, "ema")  # by name (train_complete.json), not by file number
+        if ema is not None:
             state.update({k: v for k, v in ema["shadow"].items() if k in state})
             used_ema = True
     src = json.loads((run / "sources.json").read_text())
