@@ -1,6 +1,7 @@
 """Launch configs exercised where gloo allows: multi-node DDP as two `accelerate launch` "machines" on
-localhost (same weights as one process with the global batch), the FSDP config on CPU (accelerate runs it
-as DDP there, and the trainer says so); and the 8-bit Adam option's message without bitsandbytes."""
+localhost (same weights as one process with the global batch); FSDP / DeepSpeed configs on a CPU-only
+machine stop with one clear line (accelerate runs them only on GPUs); the 8-bit Adam option's message
+without bitsandbytes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import yaml
 
 from test_train_run import REPO, _fresh_accelerate, tiny_cfg
+from train.phases import load_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,18 +79,22 @@ def test_two_node_ddp_on_localhost_matches_one_process(tmp_path, weights, datase
     assert moved > 1e-4 and err < 1e-3 * moved
 
 
-@pytest.mark.slow
-def test_fsdp_config_on_cpu_runs_as_ddp_and_says_so(tmp_path, weights, dataset):
-    w0, w1 = _one_process_weights(tmp_path, weights, dataset)
-    two = tiny_cfg("stage1_3_lips", tmp_path / "fsdp", weights, dataset, optim=dict(SGD, per_device_batch=1), **OVER)
-    cfg_file = tmp_path / "fsdp.yaml"
-    cfg_file.write_text(yaml.safe_dump(two))
-    p = _launch("fsdp_cpu_2proc.yaml", cfg_file)
-    out = p.communicate(timeout=600)[0]
-    assert p.returncode == 0, out[-3000:]
-    assert "asks for FSDP" in out and "MULTI_CPU" in out
-    err, moved = _compare(w0, w1, tmp_path / "fsdp" / "checkpoints" / "step_00000002")
-    assert moved > 1e-4 and err < 1e-3 * moved
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+@pytest.mark.parametrize("config", ["fsdp_8gpu.yaml", "deepspeed_zero2_8gpu.yaml"])
+def test_fsdp_and_deepspeed_configs_on_cpu_stop_with_one_clear_line(config, monkeypatch, capsys, tmp_path):
+    """accelerate runs FSDP / DeepSpeed only on GPUs (its FSDP plugin raises on a CPU-only machine):
+    the trainer says so in one line, exit 2, before building anything."""
+    from train import apdh
+
+    env = {k: str(v).lower() for k, v in yaml.safe_load((REPO / "train" / "accelerate" / config).read_text()).items()
+           if k == "distributed_type"}
+    monkeypatch.setenv("ACCELERATE_USE_FSDP" if env["distributed_type"] == "fsdp" else "ACCELERATE_USE_DEEPSPEED",
+                       "true")
+    assert apdh.main(["stage1_1_initial_pose", "--set", f"run.output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runs only on GPUs" in err and "ddp_cpu_2proc.yaml" in err
+    with pytest.raises(RuntimeError, match="only on GPUs"):
+        apdh._make_accelerator(load_config("stage1_1_initial_pose"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes installed")

@@ -92,24 +92,34 @@ class _Stop:
         self.requested = True
 
 
+def _launch_problem() -> str | None:
+    """FSDP / DeepSpeed launch configs need GPUs: accelerate's FSDP plugin refuses a CPU-only machine deep
+    inside its constructor; say so in one line instead."""
+    if torch.cuda.is_available():
+        return None
+    for env, kind in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "").lower() == "true":
+            return (f"the launch config asks for {kind}, which accelerate runs only on GPUs; on CPU launch with "
+                    "train/accelerate/ddp_cpu_2proc.yaml (DDP over gloo)")
+    return None
+
+
 def _make_accelerator(cfg):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
+    problem = _launch_problem()
+    if problem:
+        raise RuntimeError(problem)
     kw = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg["training"]["find_unused_parameters"]))
     out = Path(cfg["run"]["output_dir"])
-    acc = Accelerator(
+    return Accelerator(
         gradient_accumulation_steps=int(cfg["optim"]["grad_accum"]),
         mixed_precision=cfg["training"]["mixed_precision"],  # None: ACCELERATE_MIXED_PRECISION (launch config)
         kwargs_handlers=[kw],
         cpu=not torch.cuda.is_available(),  # CPU runs (tests, CI): DDP over gloo
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
     )
-    for env, kind in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
-        if os.environ.get(env, "").lower() == "true" and acc.distributed_type.value != kind:
-            acc.print(f"note: the launch config asks for {kind}, which accelerate enables only on GPUs; "
-                      f"running as {acc.distributed_type.value} ({acc.num_processes} processes)")
-    return acc
 
 
 def _latest_checkpoint(out: Path) -> Path | None:
@@ -474,6 +484,10 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(cfg, indent=1))
         return 0
+    problem = _launch_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     trainer = Trainer(cfg)
     trainer.resume(args.resume)
     result = trainer.train()
