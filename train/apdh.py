@@ -31,7 +31,7 @@ from train import modeling as M
 from train.losses import PhDConfig, PhDLoss, SoftCanny, build_pose_loss, latent_v_loss, min_snr_weights, \
     predict_x0_from_v
 from train.phases import apply_trainable, load_config, pose_dropout_at, stream_seed
-from train.run_files import custom_object_files
+from train.run_files import custom_object_files, latest_checkpoint
 
 
 class TrainState:
@@ -120,12 +120,6 @@ def _make_accelerator(cfg):
         cpu=not torch.cuda.is_available(),  # CPU runs (tests, CI): DDP over gloo
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
     )
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    from train.run_files import latest_checkpoint
-
-    return latest_checkpoint(out)
 
 
 class Trainer:
@@ -220,7 +214,7 @@ class Trainer:
     def resume(self, where: str | None = "auto") -> bool:
         if where in (None, "none", "no", False):
             return False
-        path = _latest_checkpoint(self.out) if where == "auto" else Path(where)
+        path = latest_checkpoint(self.out) if where == "auto" else Path(where)
         if path is None:
             return False
         self.acc.load_state(str(path))
