@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-MOTION = "motion_modules."  # the denoiser's motion-module key marker (echomimic_core's MOTION_MODULE_KEY)
+from echomimic_core.models import MOTION_MODULE_KEY as MOTION  # the denoiser's motion-module key marker
 
 _DIFFUSERS_RULES = [  # (pattern after "P.", replacement after "P.temporal_transformer.")
     (re.compile(r"^transformer_blocks\.(\d+)\.attn1\."), r"transformer_blocks.\1.attention_blocks.0."),
