@@ -469,6 +469,7 @@ def main(argv=None) -> int:
                     help="override a config value, e.g. --set optim.lr=2e-5 (repeatable)")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), a checkpoint path, or none")
     ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for small work, else free CPUs)")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
@@ -482,6 +483,9 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    from echomimic_core.threads import apply_threads, latent_tokens  # the sampler's policy: 1 thread for small work
+    dc, res = cfg["data"], int(cfg["data"]["resolution"])
+    apply_threads(args.threads, latent_tokens(res, res, int(dc["clip_frames"]), int(cfg["optim"]["per_device_batch"])))
     trainer = Trainer(cfg)
     trainer.resume(args.resume)
     result = trainer.train()

@@ -189,9 +189,13 @@ class TrainNet(nn.Module):
             self._pairing = reference_pairing(self.reference_unet, self.denoising_unet)
         if any(k != v for k, v in self._pairing.items()):
             bank = bank.remap(self._pairing)
+        from echomimic_core.sampling.guidance import mask_conditions
+
         pose_feat = self.pose_encoder(pose_images.to(dt))
-        pose_feat = pose_feat * pose_keep.view(b, 1, 1, 1, 1).to(pose_feat.dtype)
-        out = self.denoising_unet(noisy_latents.to(dt), timesteps, audio=audio.to(dt), pose_features=pose_feat,
+        # the sampler's unconditional-branch rule (zero audio, zero pose, no reference) where reference_keep
+        # is False, plus the pose-only dropout of pose_keep
+        audio, pose_feat, reference_keep = mask_conditions(audio.to(dt), pose_feat, reference_keep, pose_keep=pose_keep)
+        out = self.denoising_unet(noisy_latents.to(dt), timesteps, audio=audio, pose_features=pose_feat,
                                   reference_bank=bank, reference_mask=reference_keep, audio_enabled=audio_enabled,
                                   audio_region_mask=region_mask, return_dict=True)
         return out.sample
