@@ -9,7 +9,6 @@ quality measure; run it with the same settings to compare.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
