@@ -338,8 +338,9 @@ class ReferenceReadProcessor(_EchoProcessorBase):
         return kv
 
     def _read_by_rows(self, attn, x: torch.Tensor, ctx: EchoAttentionContext, b: int, f: int) -> torch.Tensor:
-        """The read with a host-side mask: contiguous runs of batch elements are sliced (no sync), the bank
-        keys/values projected once (broadcast bank only) and concatenated to each run's own."""
+        """The read with a host-side mask: contiguous runs of batch elements are sliced (no sync); with
+        ``ctx.cache`` the (broadcast) bank's keys/values are projected once and concatenated to each run's own,
+        without it ``concat[x, bank]`` is projected as in the official code."""
         rows = ctx.reference_rows
         if len(rows) != b:
             raise ValueError(f"reference_mask has {len(rows)} entries for a batch of {b}")
@@ -349,7 +350,7 @@ class ReferenceReadProcessor(_EchoProcessorBase):
             xs = x[start * f:stop * f]
             if not read:
                 parts.append(self.attend(attn, xs, xs))
-            elif shared:
+            elif shared and ctx.cache is not None:
                 k_ref, v_ref = self._reference_kv(attn, ctx, xs)
                 n = xs.shape[0]
                 k = torch.cat([attn.to_k(xs), k_ref.expand(n, -1, -1)], dim=1)
