@@ -9,7 +9,6 @@ CONFIG is a yaml file or a name in train/configs (e.g. stage1_1_initial_pose). S
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from train import modeling as M
 from train.losses import PhDConfig, PhDLoss, SoftCanny, build_pose_loss, latent_v_loss, min_snr_weights, \
     predict_x0_from_v
 from train.phases import apply_trainable, load_config, pose_dropout_at, stream_seed
-from train.run_files import custom_object_files, latest_checkpoint
+from train.run_files import append_log, custom_object_files, latest_checkpoint, truncate_log
 
 
 class TrainState:
@@ -189,14 +188,14 @@ class Trainer:
                                pose_loss, lp, canny, self.T).to(acc.device)
 
         dc = cfg["data"]
-        clips = D.list_clips(dc["roots"], dc["kinds"], min_frames=max(2, dc["clip_frames"]))
+        clips, bad = D.training_clips(dc, self.out)  # damaged clips are skipped and logged in the run folder
         ph = cfg["phase"]
         region = ph["region"] if ph["audio"] == "partial" else None
         self.dataset = D.TrainDataset(clips, resolution=dc["resolution"], clip_frames=dc["clip_frames"],
                                       frame_stride=dc["frame_stride"], pose_parts=ph["pose_parts"], region=region,
                                       seed=self.stream_seed, audio_features=M.audio_feature_source(cfg, acc),
                                       repeat=dc["repeat"], hue_rotation=dc["hue_rotation"],
-                                      min_ref_gap=dc["min_ref_gap"], augment=dc["augment"])
+                                      min_ref_gap=dc["min_ref_gap"], augment=dc["augment"], bad_clips=bad)
 
     def _named_trainable(self):
         return {n: p for n, p in M.unwrap(self.net).named_parameters() if p.requires_grad}
@@ -358,7 +357,7 @@ class Trainer:
         fields = ["step", "loss", "latent", "pose", "detail", "lpips", "lr", "sec_per_step", "samples_per_sec",
                   "pose_dropout", "grad_norm"]
         if acc.is_main_process:
-            _truncate_log(log_path, start, fields)
+            truncate_log(log_path, start, fields)
         loader = iter(self._loader(start))
         self.stop.install()
         from tqdm.auto import tqdm
@@ -409,7 +408,7 @@ class Trainer:
                        "grad_norm": None if grad_norm is None else float(grad_norm)}
                 last = row
                 if acc.is_main_process and (self.state.step % log_every == 0 or self.state.step == max_steps or stop_now):
-                    _append_log(log_path, row, fields)
+                    append_log(log_path, row, fields)
                 monitor.on_step(row, last=self.state.step == max_steps)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -446,22 +445,6 @@ class Trainer:
         return out_dir
 
 
-def _truncate_log(path: Path, start: int, fields: list[str]) -> None:
-    rows = []
-    if path.is_file() and start > 0:
-        with path.open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    with path.open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=fields)
-        wr.writeheader()
-        wr.writerows(rows)
-
-
-def _append_log(path: Path, row: dict, fields: list[str]) -> None:
-    with path.open("a", newline="") as f:
-        csv.DictWriter(f, fieldnames=fields).writerow({k: row.get(k) for k in fields})
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", help="yaml file or name in train/configs")
@@ -486,9 +469,13 @@ def main(argv=None) -> int:
     from echomimic_core.threads import apply_threads, latent_tokens  # the sampler's policy: 1 thread for small work
     dc, res = cfg["data"], int(cfg["data"]["resolution"])
     apply_threads(args.threads, latent_tokens(res, res, int(dc["clip_frames"]), int(cfg["optim"]["per_device_batch"])))
-    trainer = Trainer(cfg)
-    trainer.resume(args.resume)
-    result = trainer.train()
+    try:
+        trainer = Trainer(cfg)
+        trainer.resume(args.resume)
+        result = trainer.train()
+    except D.TooManyBadClips as exc:  # from a DataLoader worker the message ends its traceback: last line
+        print(f"error: {str(exc).strip().splitlines()[-1].split('TooManyBadClips: ')[-1]}", file=sys.stderr)
+        return 2
     trainer.acc.print(json.dumps({"step": result["step"], "interrupted": result["interrupted"],
                                   "loss": result["last"].get("loss")}))
     trainer.acc.end_training()

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 # the format itself (constants, writers, reader) lives in train/dataset_format.py; re-exported here
+from train.bad_clips import BAD_CLIP_ERRORS, BadClips, TooManyBadClips
 from train.dataset_format import (FORMAT, KP_ARRAYS, Clip, _frame_path, empty_keypoints, list_clips,  # noqa: F401
                                   load_cached_audio_features, load_frame, read_wav, save_npz, write_clip,
                                   write_index, write_json_atomic, write_wav)
@@ -131,6 +132,16 @@ def rotate_colours(images: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,j...->i...", rot, images).clamp(-1.0, 1.0)
 
 
+def training_clips(data_cfg: dict, run_dir: Path) -> tuple[list[Clip], BadClips]:
+    """The clips of ``data.roots`` and the :class:`BadClips` record that the dataset goes on filling
+    (``run_dir/bad_clips.jsonl``); clips with a damaged ``meta.json`` are already in it."""
+    bad = BadClips(max_fraction=data_cfg["max_bad_fraction"], log_path=Path(run_dir) / "bad_clips.jsonl")
+    clips = list_clips(data_cfg["roots"], data_cfg["kinds"], min_frames=max(2, data_cfg["clip_frames"]), bad_clips=bad)
+    bad.num_clips = len(clips) + len(bad.reasons)
+    bad.check()
+    return clips, bad
+
+
 class TrainDataset(Dataset):
     """Items are addressed by the global sample number n (see module docstring).
 
@@ -146,7 +157,8 @@ class TrainDataset(Dataset):
     def __init__(self, clips: list[Clip], *, resolution: int, clip_frames: int = 1, frame_stride: int = 1,
                  pose_parts: str = "init", region: str | None = None, seed: int = 0,
                  audio_features: Callable[[Clip], np.ndarray] | None = None, repeat: int = 1,
-                 hue_rotation: float = 0.0, min_ref_gap: int | None = None, augment: dict | None = None):
+                 hue_rotation: float = 0.0, min_ref_gap: int | None = None, augment: dict | None = None,
+                 bad_clips: BadClips | None = None):
         if not clips:
             raise ValueError("no usable clips (check data.roots / data.kinds and clip lengths)")
         self.clips = clips
@@ -171,6 +183,9 @@ class TrainDataset(Dataset):
         self._reg_cache: dict[Path, dict] = {}
         self._audio_cache: dict[Path, np.ndarray] = {}
         self._videos: dict = {}  # clip folder → open frames.mp4 reader (compact clips)
+        self.bad_clips = bad_clips if bad_clips is not None else BadClips(len(clips))
+        if self.bad_clips.num_clips is None:
+            self.bad_clips.num_clips = len(clips)
 
     @property
     def epoch_len(self) -> int:
@@ -237,7 +252,29 @@ class TrainDataset(Dataset):
             ref = 0
         return clip, frames, ref
 
+    #: a sample whose clip is damaged is drawn again this many times before the run gives up
+    MAX_REDRAWS = 16
+
     def __getitem__(self, n: int) -> dict:
+        """Sample ``n``; when its clip cannot be read, the clip is recorded (train/bad_clips.py) and the
+        sample is drawn again from the sequence n, n + E', n + 2E', ... (E' a multiple of the epoch).
+        Whether a read fails depends only on the files, never on what this process saw before (a clip
+        damaged in one frame still serves its other frames), so every process and every resume gets the
+        same sample for n."""
+        for redraw in range(self.MAX_REDRAWS):
+            m = int(n) + redraw * self.epoch_len * 1_000_003
+            clip = self.locate(m)[0]
+            try:
+                item = self._item(m)
+            except BAD_CLIP_ERRORS as exc:
+                self.bad_clips.record(clip.path, exc)
+                continue
+            item["sample"] = torch.tensor(int(n), dtype=torch.long)
+            return item
+        raise TooManyBadClips(f"sample {n}: {self.MAX_REDRAWS} draws in a row hit damaged clips; see the "
+                              "bad_clips.jsonl of the run")
+
+    def _item(self, n: int) -> dict:
         clip, frames, ref = self.locate(n)
         s = self.size
         to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1.0  # noqa: E731

@@ -160,7 +160,9 @@ class Clip:
 
 
 def list_clips(roots: Sequence[str | os.PathLike], kinds: Sequence[str] | None = None,
-               min_frames: int = 1) -> list[Clip]:
+               min_frames: int = 1, bad_clips=None) -> list[Clip]:
+    """The clips of the dataset roots. A clip whose ``meta.json`` is missing or damaged is skipped and
+    recorded in ``bad_clips`` (a train.bad_clips.BadClips) when given, else skipped with a warning."""
     out = []
     for root in roots:
         root = Path(root)
@@ -176,13 +178,22 @@ def list_clips(roots: Sequence[str | os.PathLike], kinds: Sequence[str] | None =
             raise FileNotFoundError(f"{root}: not a training dataset (no dataset.json and no clips/); see train/README.md")
         for cid in ids:
             d = root / "clips" / cid
-            meta = json.loads((d / "meta.json").read_text())
+            try:
+                meta = json.loads((d / "meta.json").read_text())
+                num_frames, width, height = int(meta["num_frames"]), int(meta["width"]), int(meta["height"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                error = ValueError(f"{d / 'meta.json'} is missing or damaged ({type(exc).__name__}: {exc})")
+                if bad_clips is not None:
+                    bad_clips.record(d, error)
+                else:
+                    warnings.warn(f"skipping clip: {error}")
+                continue
             if kinds and meta.get("kind", "halfbody") not in kinds:
                 continue
             if meta["num_frames"] < min_frames:
                 warnings.warn(f"clip {d} has {meta['num_frames']} frames < {min_frames} needed; skipped")
                 continue
-            out.append(Clip(d, cid, int(meta["num_frames"]), int(meta["width"]), int(meta["height"]),
+            out.append(Clip(d, cid, num_frames, width, height,
                             meta.get("kind", "halfbody"), tuple(meta.get("content_box", (0, 0, 1, 1))),
                             int(meta.get("fps", 24))))
     return out

@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "repeat": 1,
         "hue_rotation": 0.0,         # probability of a random hue rotation of reference + targets (together)
+        "max_bad_fraction": 0.05,    # damaged clips are skipped and logged (RUN/bad_clips.jsonl) up to this share
         "min_ref_gap": None,         # None: reference = any other frame; N: >= N frames from every target
         "augment": {"prob": 0.0,     # probability of a random square crop (same for reference, targets,
                     "scale": [0.85, 1.0]},  # pose, masks); scale = crop side / frame side (train/augment.py)

@@ -5,6 +5,7 @@ resume tools) find e.g. the EMA by name, whatever else a phase registers."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -39,3 +40,21 @@ def load_custom_object(checkpoint: str | Path, name: str) -> dict | None:
         if isinstance(sd, dict) and "shadow" in sd:
             return sd
     return None
+
+
+def truncate_log(path: Path, start: int, fields: list[str]) -> None:
+    """Rewrite the run's log.csv keeping the rows up to ``start`` (a resumed run logs the rest again)."""
+    rows = []
+    if path.is_file() and start > 0:
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+    with path.open("w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=fields)
+        wr.writeheader()
+        wr.writerows(rows)
+
+
+def append_log(path: Path, row: dict, fields: list[str]) -> None:
+    """One row of the run's log.csv."""
+    with path.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=fields).writerow({k: row.get(k) for k in fields})
