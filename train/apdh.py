@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from train import data as D
+from train import lora_setup
 from train import modeling as M
 from train.losses import PhDConfig, PhDLoss, SoftCanny, build_pose_loss, latent_v_loss, min_snr_weights, \
     predict_x0_from_v
@@ -140,7 +141,9 @@ class Trainer:
         self.models = M.build_models(cfg)
         nets = {"reference_unet": self.models.reference_unet, "denoising_unet": self.models.denoising_unet,
                 "pose_encoder": self.models.pose_encoder}
-        self.trainable = apply_trainable(cfg["phase"], nets)
+        # a lora: section trains peft adapters only (train/lora_setup.py); otherwise the phase's selectors
+        self.lora = lora_setup.setup(cfg, self.models, self.out if acc.is_main_process else None)
+        self.trainable = apply_trainable(cfg["phase"], nets) if self.lora is None else self.lora.trainable
         self.net = M.TrainNet(self.models.reference_unet, self.models.denoising_unet, self.models.pose_encoder)
         if cfg["training"]["gradient_checkpointing"]:
             M.enable_gradient_checkpointing(self.net)
@@ -440,7 +443,10 @@ class Trainer:
         if self.acc.is_main_process:
             net = M.unwrap(self.net)
             override = self.ema.shadow if (self.ema is not None and use_ema) else None
-            export_models(net, self.models, self.cfg, out_dir, override=override)
+            if self.lora is not None:  # out_dir/lora.safetensors (echomimic_core.lora format)
+                self.lora.export(net, out_dir, override, {"step": self.state.step, "phase": self.state.phase})
+            else:
+                export_models(net, self.models, self.cfg, out_dir, override=override)
         self.acc.wait_for_everyone()
         return out_dir
 
