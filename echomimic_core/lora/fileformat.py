@@ -132,7 +132,9 @@ def save_lora(path: Union[str, os.PathLike], lora: LoraWeights) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise LoraError(f"{path}: LoRA files are written as .safetensors")
-    meta = lora.metadata
+    meta = lora.metadata  # the header's base identity always comes from the stored fingerprint
+    meta.base_model_hash, meta.base_structure = lora.fingerprint.hash, lora.fingerprint.structure
+    meta.base_dtype = dtype_name(lora.fingerprint.dtype)
     meta.networks = tuple(sorted({n for n, _ in lora.modules}))
     return save_state_dict(lora.state_dict(), path, metadata=meta.to_header())
 
