@@ -47,6 +47,7 @@ class RenderJob:
     gesture_model: Optional[str] = None
     gesture_seed: int = 0
     motion_amount: float = 1.0
+    loras: list = field(default_factory=list)  # "FILE[:STRENGTH]" specs, applied in order (echomimic_core.lora)
 
 
 def resolve_device(device: Optional[str], dtype: Optional[str]):
@@ -91,6 +92,10 @@ def check_job(job: RenderJob, labels: Optional[dict] = None) -> GenerationSettin
         raise InputError(f"--out must end in .mp4 (got {out.name})")
     if not out.parent.is_dir():
         raise InputError(f"output folder does not exist: {out.parent}")
+    if job.loras:
+        from .lora import check_lora_specs
+
+        check_lora_specs(job.loras)  # file + header only; the base check runs after loading
     return settings
 
 
@@ -125,6 +130,10 @@ def render_video(job: RenderJob, *, on_progress: Callable[[Any], Any] | None = N
         waveform = load_waveform(job.audio)  # raises InputError for unreadable/empty audio
     with maybe_phase(profiler, "load"):
         models = load_models(job.models, variant=variant, dtype=dtype, device=device)
+        if job.loras:
+            from .lora import apply_loras
+
+            apply_loras(models, job.loras)  # checked against this base; patched in place, no reload
     with maybe_phase(profiler, "audio"):
         encoder = load_audio_encoder(models.audio_encoder_path, device=device)
         features = encode_audio(encoder, waveform, fps=settings.fps, sample_rate=16000)

@@ -79,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_speed_arguments(parser)
     add_gesture_arguments(parser)
+    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                        help="apply an EchoMimicV2 LoRA (.safetensors) at STRENGTH (default 1); repeatable, stacked")
 
 
 def add_gesture_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +126,8 @@ def job_from_args(args: argparse.Namespace):
                      settings=settings_from_args(args), max_frames=args.max_frames, pose_policy=args.pose_policy,
                      device=args.device, dtype=args.dtype, crf=args.crf, threads=args.threads,
                      gestures=args.gestures, reference_pose=args.reference_pose, pose_library=list(args.pose_library),
-                     gesture_model=args.gesture_model, gesture_seed=args.gesture_seed, motion_amount=args.motion_amount)
+                     gesture_model=args.gesture_model, gesture_seed=args.gesture_seed, motion_amount=args.motion_amount,
+                     loras=list(getattr(args, "lora", []) or []))
 
 
 def _fail(message: str) -> int:
