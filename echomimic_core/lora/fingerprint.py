@@ -27,7 +27,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-__all__ = ["NETWORKS", "BaseFingerprint", "networks_of", "fingerprint", "compare"]
+__all__ = ["NETWORKS", "BaseFingerprint", "networks_of", "fingerprint", "fingerprint_state", "compare"]
 
 NETWORKS = ("denoising_unet", "pose_encoder", "reference_unet")  # sorted: the fingerprint order
 VERSION = 1
@@ -72,11 +72,16 @@ def _hash(structure: str, samples: torch.Tensor) -> str:
 @torch.no_grad()
 def fingerprint(models: Any) -> BaseFingerprint:
     """The fingerprint of the networks as they are now (call it before applying any LoRA)."""
-    nets = networks_of(models)
+    return fingerprint_state({name: net.state_dict() for name, net in networks_of(models).items()})
+
+
+@torch.no_grad()
+def fingerprint_state(states: Mapping[str, Mapping[str, torch.Tensor]]) -> BaseFingerprint:
+    """The fingerprint from ``{network: state_dict}`` (e.g. with patched weights swapped for their originals)."""
     lines, picks = [], []
     dtype = torch.float32
-    for name in sorted(nets):
-        state = nets[name].state_dict()
+    for name in sorted(k for k in states if k in NETWORKS):
+        state = states[name]
         for key in sorted(state):
             t = state[key]
             if not t.is_floating_point() or t.numel() == 0:
@@ -86,7 +91,7 @@ def fingerprint(models: Any) -> BaseFingerprint:
             flat = t.detach().reshape(-1)
             picks.append(flat[_sample_index(flat.numel()).to(flat.device)].float())
     structure = hashlib.sha256("".join(lines).encode()).hexdigest()
-    samples = torch.cat(picks).cpu() if picks else torch.zeros(0)
+    samples = torch.cat([p.cpu() for p in picks]) if picks else torch.zeros(0)
     return BaseFingerprint(structure, _hash(structure, samples), samples, dtype)
 
 
