@@ -136,7 +136,11 @@ def save_lora(path: Union[str, os.PathLike], lora: LoraWeights) -> Path:
     meta.base_model_hash, meta.base_structure = lora.fingerprint.hash, lora.fingerprint.structure
     meta.base_dtype = dtype_name(lora.fingerprint.dtype)
     meta.networks = tuple(sorted({n for n, _ in lora.modules}))
-    return save_state_dict(lora.state_dict(), path, metadata=meta.to_header())
+    save_state_dict(lora.state_dict(), path, metadata=meta.to_header())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # the atomic temp file is 0600; a LoRA is shared like any model file
+    return path
 
 
 def _header(path: Path) -> Dict[str, str]:
