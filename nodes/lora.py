@@ -118,7 +118,9 @@ class EchoMimicV2LoRA(io.ComfyNode):
                                display_mode=io.NumberDisplay.slider,
                                tooltip="0 = the base model exactly; 1 = as trained."),
             ],
-            outputs=[io.Custom(_comfy.MODELS).Output(display_name="models")],
+            outputs=[io.Custom(_comfy.MODELS).Output(
+                display_name="models", tooltip="The same weights with this LoRA added to the stack (ComfyUI patches).")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
