@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .errors import InputError, Interrupted
+from .errors import InputError, Interrupted, NumericalError
 from .inputs import fit_reference_image, normalize_audio_features, preprocess_reference
 from .pose_source import PoseSource
 from .profile import Profiler, maybe_phase
@@ -122,6 +122,13 @@ class Conditioning:
 def _timestep_value(t) -> int | float:
     value = float(t)
     return int(value) if value.is_integer() else value
+
+
+def _check_finite(latents: torch.Tensor, step: int, steps: int) -> None:
+    if not bool(torch.isfinite(latents).all()):
+        raise NumericalError(f"denoising step {step + 1}/{steps} produced NaN/inf: the model weights hold NaN/inf "
+                             "(run `python -m echomimic_core check --models DIR`) or the guidance scale is far too "
+                             "large for these weights")
 
 
 def _check_cancel(cancel: Callable[[], Any] | None) -> None:
@@ -409,6 +416,7 @@ class SamplingEngine:
                         if out and out.get("latents") is not None:
                             latents = out["latents"].detach().float().to(self.device)
                     del noise_pred
+                    _check_finite(latents, i, steps)  # one sync per step: stop at once instead of a black video
         finally:
             del cond
         result.latents = latents.cpu()

@@ -20,3 +20,7 @@ class ModelFilesNotFoundError(CheckpointError, FileNotFoundError):
 
 class Interrupted(EchoMimicError):
     """A long job (sampling, training) was cancelled by its caller between two steps."""
+
+
+class NumericalError(EchoMimicError, RuntimeError):
+    """A computation produced NaN/inf (damaged weights, an absurd guidance scale): stopped, not written."""

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from .errors import InputError, ModelFilesNotFoundError
 from .profile import Profiler, maybe_phase
 from .settings import GenerationSettings, video_length
+from .video import check_output_path, estimate_mp4_bytes
 
 __all__ = ["RenderJob", "check_job", "render_video", "resolve_device"]
 
@@ -48,6 +49,7 @@ class RenderJob:
     gesture_seed: int = 0
     motion_amount: float = 1.0
     loras: list = field(default_factory=list)  # "FILE[:STRENGTH]" specs, applied in order (echomimic_core.lora)
+    overwrite: bool = False  # replace an existing ``out`` (the CLI's --overwrite)
 
 
 def resolve_device(device: Optional[str], dtype: Optional[str]):
@@ -58,6 +60,13 @@ def resolve_device(device: Optional[str], dtype: Optional[str]):
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as exc:
         raise InputError(f"bad --device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device} asked for, but this torch ({torch.__version__}) sees no CUDA GPU (a "
+                         "CPU-only build, or no GPU visible); use --device cpu or install a CUDA build of torch")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InputError(f"--device {device}: Apple MPS is not available here; use --device cpu")
     if dtype is not None and dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of {', '.join(sorted(DTYPES))}")
     name = DTYPES[dtype] if dtype else ("float16" if dev.type == "cuda" else "float32")
@@ -90,8 +99,10 @@ def check_job(job: RenderJob, labels: Optional[dict] = None) -> GenerationSettin
     out = Path(job.out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"--out must end in .mp4 (got {out.name})")
-    if not out.parent.is_dir():
-        raise InputError(f"output folder does not exist: {out.parent}")
+    frames = job.max_frames or _audio_frames_estimate(job.audio, settings.fps)
+    scale = int(job.display_scale)
+    check_output_path(out, overwrite=job.overwrite,  # tried for real: a read-only or full disk fails here
+                      min_free_bytes=estimate_mp4_bytes(frames, settings.width * scale, settings.height * scale))
     if job.loras:
         from .lora import check_lora_specs
 
@@ -99,12 +110,25 @@ def check_job(job: RenderJob, labels: Optional[dict] = None) -> GenerationSettin
     return settings
 
 
+def _audio_frames_estimate(path: str, fps: float) -> int:
+    """Video frames the audio file will give (container duration; 0 when the container does not say)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            seconds = (container.duration or 0) / 1e6
+    except Exception:  # unreadable files are reported by the audio decode itself
+        return 0
+    return int(seconds * fps)
+
+
 def render_video(job: RenderJob, *, on_progress: Callable[[Any], Any] | None = None,
                  profiler: Profiler | None = None, cancel: Callable[[], Any] | None = None):
     """Run ``job``: returns ``(GenerationResult, threads used)``; warnings are raised as ``UserWarning``."""
     import torch
 
-    from .audio import encode_audio, load_audio_encoder, load_waveform
+    from .audio import encode_waveform, load_audio_encoder, load_waveform
+    from .audio.windows import audio_span_samples
     from .checkpoints import find_model_files, load_models
     from .pipeline import EchoMimicPipeline
     from .pose import fit_length, load_pose_sequence
@@ -127,7 +151,10 @@ def render_video(job: RenderJob, *, on_progress: Callable[[Any], Any] | None = N
         if poses is not None and len(poses) < 1:
             raise InputError(f"the pose sequence {job.poses} has no frames")
     with maybe_phase(profiler, "audio"):
-        waveform = load_waveform(job.audio)  # raises InputError for unreadable/empty audio
+        # decoded once, before any model loads (unreadable, empty or NaN audio fails here), and only as far
+        # as --max-frames needs: a half-hour clip behind a short video costs the short video's audio
+        span = audio_span_samples(job.max_frames, settings.fps) if job.max_frames is not None else None
+        waveform = load_waveform(job.audio, max_samples=span)
     with maybe_phase(profiler, "load"):
         models = load_models(job.models, variant=variant, dtype=dtype, device=device)
         if job.loras:
@@ -136,7 +163,7 @@ def render_video(job: RenderJob, *, on_progress: Callable[[Any], Any] | None = N
             apply_loras(models, job.loras)  # checked against this base; patched in place, no reload
     with maybe_phase(profiler, "audio"):
         encoder = load_audio_encoder(models.audio_encoder_path, device=device)
-        features = encode_audio(encoder, waveform, fps=settings.fps, sample_rate=16000)
+        features = encode_waveform(encoder, waveform, fps=settings.fps, max_frames=job.max_frames)
         del encoder
     num_frames = video_length(job.max_frames, features.num_frames, None)
     with maybe_phase(profiler, "poses"):

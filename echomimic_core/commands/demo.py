@@ -79,7 +79,7 @@ def generate_args(args: argparse.Namespace):
         audio=args.audio or str(DEMO_INPUTS / "audio.wav"),
         poses=args.poses or str(DEMO_INPUTS / "poses.npz"),
         out=str(out), settings=settings, max_frames=args.max_frames, pose_policy="loop", device=args.device,
-        dtype=args.dtype, threads=args.threads,
+        dtype=args.dtype, threads=args.threads, overwrite=True,  # the demo rewrites its own output file
         display_scale=args.display_scale if args.display_scale is not None else int(s.get("display_scale", 1)))
 
 

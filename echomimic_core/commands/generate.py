@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pose sequence: official folder of N.npy, or a .npz/.json pose file "
                              "(default: made from the audio, see --gestures)")
     parser.add_argument("--out", required=True, metavar="OUT.mp4", help="output video (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT.mp4 if it exists (default: refuse)")
     parser.add_argument("--preset", choices=("normal", "acc"), default="normal",
                         help="normal: 30 steps, cfg 2.5, seed 3407; acc: accelerated weights, 6 steps, cfg 1.0, seed 420")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: from the preset)")
@@ -127,7 +128,7 @@ def job_from_args(args: argparse.Namespace):
                      device=args.device, dtype=args.dtype, crf=args.crf, threads=args.threads,
                      gestures=args.gestures, reference_pose=args.reference_pose, pose_library=list(args.pose_library),
                      gesture_model=args.gesture_model, gesture_seed=args.gesture_seed, motion_amount=args.motion_amount,
-                     loras=list(getattr(args, "lora", []) or []))
+                     loras=list(getattr(args, "lora", []) or []), overwrite=bool(getattr(args, "overwrite", False)))
 
 
 def _fail(message: str) -> int:
