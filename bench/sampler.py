@@ -88,30 +88,25 @@ def _fill_position_tables(module) -> None:
             m.pe.copy_(SinusoidalPositionTable.table(m.pe.shape[-1], m.pe.shape[-2]).to(m.pe.dtype))
 
 
-def measure(pipe, size: int, frames: int, steps: int, cfg: float, tokens: int) -> dict:
+def measure(pipe, size: int, frames: int, steps: int, cfg: float, tokens: int, **options) -> dict:
+    from echomimic_core.profile import Profiler
+    from echomimic_core.settings import GenerationSettings
+
     audio = torch.randn(frames, tokens, 384, generator=torch.Generator().manual_seed(0))
     poses = torch.rand(1, 3, frames, size, size, generator=torch.Generator().manual_seed(1))
     image = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
-    marks = {}
-
-    def progress(p):
-        now = time.perf_counter()
-        marks.setdefault(p.phase + "_first", now)
-        marks[p.phase + "_last"] = now
-
+    settings = GenerationSettings(width=size, height=size, steps=steps, guidance_scale=cfg, seed=1, **options)
+    prof = Profiler(pipe.device).start()
     sink = []
-    t0 = time.perf_counter()
-    result = pipe.generate(image, audio, poses, width=size, height=size, steps=steps, guidance_scale=cfg, seed=1,
-                           on_frames=lambda f: sink.append(f.shape[0]), on_progress=progress)
-    t_end = time.perf_counter()
+    result = pipe.generate(image, audio, poses, settings, on_frames=lambda f: sink.append(f.shape[0]), profiler=prof)
+    prof.stop()
     n = result.num_frames
-    windows = len(result.windows_per_step[0])
-    denoise_end = marks["denoise_last"]
-    decode = t_end - denoise_end
-    # the first progress mark comes after the first window; the reference pass precedes it
-    return {"frames": n, "steps": steps, "windows": windows, "total_s": t_end - t0,
-            "denoise_s": denoise_end - t0, "per_frame_step": (denoise_end - t0) / (n * steps),
-            "decode_per_frame": decode / n, "unet_batch": result.unet_calls[0]}
+    ph = prof.as_dict()["phases"]
+    denoise = ph.get("denoise", 0.0) + ph.get("poses", 0.0)
+    return {"frames": n, "steps": steps, "windows": len(result.windows_per_step[0]), "total_s": prof.total,
+            "denoise_s": denoise, "per_frame_step": denoise / (n * steps),
+            "decode_per_frame": (ph.get("decode", 0.0) + ph.get("write", 0.0)) / n, "unet_batch": result.unet_calls[0],
+            "phases": ph}
 
 
 def main() -> int:
@@ -121,9 +116,15 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--cfg", type=float, default=2.5)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "1")))
+    parser.add_argument("--plain", action="store_true", help="exact speed-ups off (one window per call, no caches)")
+    parser.add_argument("--scheduler", default="ddim")
+    parser.add_argument("--window-batch", type=int, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    options = dict(scheduler=args.scheduler, window_batch_size=args.window_batch)
+    if args.plain:
+        options.update(window_batch_size=1, pose_feature_cache_mb=0.0, cache_reference_kv=False, skip_uncond_audio=False)
     rows = []
     if args.config in ("tiny", "both"):
         pipe = tiny_pipeline()
@@ -131,7 +132,8 @@ def main() -> int:
 
         layers = json.loads((_fixtures() / "config.json").read_text())["whisper_dims"]["n_audio_layer"]
         for size in args.size or [64, 256]:
-            rows.append(("tiny", size, measure(pipe, size, args.frames, args.steps, args.cfg, 10 * (layers + 1))))
+            rows.append(("tiny", size, measure(pipe, size, args.frames, args.steps, args.cfg, 10 * (layers + 1),
+                                                 **options)))
         del pipe
         gc.collect()
     if args.config in ("full", "both"):
@@ -140,13 +142,15 @@ def main() -> int:
         print(f"built full-size random networks ({params / 1e9:.2f} B params) in {time.perf_counter() - t0:.0f} s",
               flush=True)
         for size in args.size or [128]:
-            rows.append(("full", size, measure(pipe, size, args.frames, args.steps, args.cfg, 50)))
-    print(f"CPU, {args.threads} threads, float32, {args.frames} frames, {args.steps} steps, cfg {args.cfg} "
-          f"(UNet batch 2 when cfg > 1)")
-    print(f"{'config':<6} {'size':>5} {'windows/step':>12} {'s/frame/step':>13} {'decode s/frame':>15} {'total s':>8}")
+            rows.append(("full", size, measure(pipe, size, args.frames, args.steps, args.cfg, 50, **options)))
+    print(f"CPU, {args.threads} threads, float32, {args.frames} frames, {args.steps} steps, cfg {args.cfg}, "
+          f"scheduler {args.scheduler}, {'plain' if args.plain else 'exact speed-ups on'}")
+    print(f"{'config':<6} {'size':>5} {'windows/step':>12} {'unet batch':>10} {'s/frame/step':>13} "
+          f"{'decode s/frame':>15} {'total s':>8}")
     for name, size, r in rows:
-        print(f"{name:<6} {size:>5} {r['windows']:>12} {r['per_frame_step']:>13.4f} {r['decode_per_frame']:>15.4f} "
-              f"{r['total_s']:>8.1f}")
+        print(f"{name:<6} {size:>5} {r['windows']:>12} {r['unet_batch']:>10} {r['per_frame_step']:>13.4f} "
+              f"{r['decode_per_frame']:>15.4f} {r['total_s']:>8.1f}")
+        print("       phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in r["phases"].items()))
     return 0
 
 

@@ -51,3 +51,7 @@ class BackendUnavailableError(EchoMimicError, RuntimeError):
 
 class Interrupted(EchoMimicError):
     """A long job (sampling, training) was cancelled by its caller between two steps."""
+
+
+class NumericalError(EchoMimicError, RuntimeError):
+    """A computation produced NaN/inf (damaged weights, an absurd guidance scale): stopped, not written."""

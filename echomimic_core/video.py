@@ -20,7 +20,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, NumericalError
 
 AudioSource = Union[str, os.PathLike, tuple]
 
@@ -50,7 +50,11 @@ def frames_to_uint8(frames: Any) -> np.ndarray:
         return np.ascontiguousarray(array)
     if not np.issubdtype(array.dtype, np.floating):
         raise InputError(f"frames must be uint8 or float in [0, 1]; got {array.dtype}")
-    scaled = np.clip(array.astype(np.float32) * 255.0, 0.0, 255.0)
+    scaled = array.astype(np.float32) * 255.0
+    if not np.isfinite(scaled).all():  # NaN would silently become black pixels
+        raise NumericalError("frames contain NaN/inf values; the generation diverged (check the weights with "
+                             "`python -m echomimic_core check --models DIR` or lower the guidance scale)")
+    scaled = np.clip(scaled, 0.0, 255.0)
     return np.ascontiguousarray(scaled.astype(np.uint8))  # astype truncates toward zero
 
 

@@ -12,10 +12,10 @@ from . import _comfy
 
 _comfy.register_model_folders()
 
-from . import audio, demo, gesture, loader, pose, sampler, video  # noqa: E402
+from . import audio, demo, gesture, loader, lora, pose, sampler, video  # noqa: E402
 
 # every node family of the pack, in the order the Add Node menu lists them
-NODE_MODULES = (loader, audio, pose, sampler, video, demo, gesture)
+NODE_MODULES = (loader, audio, pose, sampler, video, demo, gesture, lora)
 
 NODES: list[type[io.ComfyNode]] = [cls for family in NODE_MODULES for cls in family.NODES]
 # the same classes keyed by node id, for code that reads the legacy dicts (tests, workflow generator)

@@ -138,6 +138,8 @@ def _pipeline(handle):
 def run_pipeline(handle, reference, audio_features, poses, run: dict, on_frames, bar: _comfy.Progress):
     """Run the library sampler on ComfyUI's compute device with its progress bar and interrupt.
     Library warnings (e.g. the reference resize) are logged under the pack's name."""
+    from echomimic_core.settings import GenerationSettings
+
     ref = _comfy.image_to_uint8(reference, 0)
     handle.to_compute()
 
@@ -148,12 +150,12 @@ def run_pipeline(handle, reference, audio_features, poses, run: dict, on_frames,
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            settings = GenerationSettings(
+                width=run["width"], height=run["height"], num_frames=run["length"] or None, steps=run["steps"],
+                guidance_scale=run["cfg"], seed=run["seed"], context_frames=run["context_frames"],
+                context_overlap=run["context_overlap"], decode_chunk_size=run["decode_batch"])
             result = _pipeline(handle).generate(
-                ref, _features_tensor(audio_features), poses,
-                width=run["width"], height=run["height"], num_frames=run["length"] or None,
-                steps=run["steps"], guidance_scale=run["cfg"], seed=run["seed"],
-                context_frames=run["context_frames"], context_overlap=run["context_overlap"],
-                decode_chunk_size=run["decode_batch"],
+                ref, _features_tensor(audio_features), poses, settings,
                 on_frames=frames_out, on_progress=lambda p: bar(p.done, p.total),
                 cancel=_comfy.throw_if_interrupted)
     finally:

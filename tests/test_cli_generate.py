@@ -94,3 +94,21 @@ def test_missing_model_file(models_dir, pose_dir, fixtures, tmp_path, capsys):
     assert main(_argv(broken, pose_dir, fixtures, tmp_path / "x.mp4", "--steps", "1")) == 2
     assert "pose_encoder" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_profile_json_and_speed_flags(models_dir, pose_dir, fixtures, tmp_path, capsys):
+    """The per-phase profile contract (bench/vs_official.py reads it) and the speed flags."""
+    import json
+
+    out, prof = tmp_path / "p.mp4", tmp_path / "p.json"
+    assert main(_argv(models_dir, pose_dir, fixtures, out, "--steps", "1", "--max-frames", "6", "--threads", "1",
+                      "--scheduler", "euler", "--window-batch", "2", "--decode-chunk", "3", "--profile",
+                      "--profile-json", str(prof))) == 0
+    data = json.loads(prof.read_text())
+    assert set(data) >= {"phases", "total", "peak_rss_mb", "frames"} and data["frames"] == 6
+    assert {"load", "reference", "audio", "poses", "denoise", "decode", "write"} <= set(data["phases"])
+    assert abs(sum(data["phases"].values()) - data["total"]) < 0.05 * data["total"] + 0.05
+    err = capsys.readouterr().err
+    assert "denoise" in err and "peak RSS" in err and "scheduler euler" in err
+    assert main(_argv(models_dir, pose_dir, fixtures, tmp_path / "q.mp4", "--steps", "1", "--max-frames", "4",
+                      "--plain", "--fast")) == 0

@@ -113,11 +113,12 @@ def test_demo_defaults_switch_with_models():
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
     emb = demo.generate_args(p.parse_args([]))
-    assert (emb.width, emb.height, emb.display_scale) == (64, 64, 4) and emb.models == str(demo.DEMO_MODEL)
+    assert (emb.settings.width, emb.settings.height, emb.display_scale) == (64, 64, 4)
+    assert emb.models == str(demo.DEMO_MODEL)
     off = demo.generate_args(p.parse_args(["--models", "/w"]))
     # official weights: the normal preset (768x768; steps/cfg/seed None -> the pipeline's preset values)
-    assert (off.width, off.height, off.display_scale) == (768, 768, 1)
-    assert off.steps is None and off.cfg is None and off.seed is None
+    assert (off.settings.width, off.settings.height, off.display_scale) == (768, 768, 1)
+    assert off.settings.steps is None and off.settings.guidance_scale is None and off.settings.seed is None
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ EXPECTED_NODES = {
     "EchoMimicV2SampleToFile", "EchoMimicV2VideoCombine", "EchoMimicV2DemoInputs",
 }
 NEW_NODES = {"EchoMimicV2ContextOptions", "EchoMimicV2SamplerPreset",
-             "EchoMimicV2GesturesFromAudio", "EchoMimicV2PoseLibrary"}  # gesture.py (issue 15)
+             "EchoMimicV2GesturesFromAudio", "EchoMimicV2PoseLibrary",  # gesture.py (issue 15)
+             "EchoMimicV2LoRA"}  # lora.py (issue 16)
 
 
 

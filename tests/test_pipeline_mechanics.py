@@ -72,7 +72,8 @@ class FakeDenoiser(nn.Module):
         self.calls = []
         self.config = _Out(in_channels=4)
 
-    def forward(self, sample, timestep, audio, pose_features, reference_bank, reference_mask, reference_dtype):
+    def forward(self, sample, timestep, audio, pose_features, reference_bank, reference_mask, reference_dtype,
+                **speedups):
         b, c, f, h, w = sample.shape
         assert audio.shape[:2] == (b, f) and pose_features.shape[0] == b and pose_features.shape[2] == f
         assert len(reference_mask) == b
@@ -134,7 +135,7 @@ def test_matches_plain_restatement(cfg, frames):
     pipe = _pipe()
     image, audio, poses = _inputs(frames)
     res = pipe.generate(image, audio, poses, width=32, height=32, steps=3, guidance_scale=cfg, seed=5,
-                        decode=False)
+                        decode=False, window_batch_size=1)
     ref = _reference_loop(pipe, image, audio, poses, 32, frames, 3, cfg, 5)
     assert res.num_frames == frames and res.latents.shape == (1, 4, frames, 4, 4)
     assert (res.latents - ref).abs().max().item() < 1e-5
@@ -151,13 +152,13 @@ def test_matches_plain_restatement(cfg, frames):
 def test_acc_preset_defaults_and_no_uncond_pass():
     pipe = _pipe("acc")
     image, audio, poses = _inputs(20)
-    res = pipe.generate(image, audio, poses, width=32, height=32, decode=False)
+    res = pipe.generate(image, audio, poses, width=32, height=32, decode=False, window_batch_size=1)
     assert len(res.timesteps) == 6 and res.guidance_scale == 1.0 and res.seed == 420
     assert set(res.unet_calls) == {1} and len(res.unet_calls) == 6 * 3
     # the averaged (not summed) prediction goes to the scheduler: compare one step by hand
     seen = []
     pipe.generate(image, audio, poses, width=32, height=32, steps=1, decode=False,
-                  on_step=lambda i, t, v, lat: seen.append(v))
+                  callback_on_step_end=lambda p, i, t, kw: seen.append(kw["noise_pred"]))
     assert seen[0].abs().max() < 10  # a summed prediction would double the overlap frames
 
 
@@ -188,7 +189,8 @@ def test_cancellation_between_windows():
 
     got = []
     with pytest.raises(Interrupted):
-        pipe.generate(image, audio, poses, width=32, height=32, steps=3, on_frames=got.append, cancel=cancel)
+        pipe.generate(image, audio, poses, width=32, height=32, steps=3, on_frames=got.append, cancel=cancel,
+                      window_batch_size=1)
     assert got == [] and len(pipe.denoising_unet.calls) == 3  # checked before the 4th window
 
     class Stop(Exception):

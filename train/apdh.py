@@ -9,7 +9,6 @@ CONFIG is a yaml file or a name in train/configs (e.g. stage1_1_initial_pose). S
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -27,10 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from train import data as D
+from train import lora_setup
 from train import modeling as M
 from train.losses import PhDConfig, PhDLoss, SoftCanny, build_pose_loss, latent_v_loss, min_snr_weights, \
     predict_x0_from_v
-from train.phases import apply_trainable, load_config, pose_dropout_at
+from train.phases import apply_trainable, load_config, pose_dropout_at, stream_seed
+from train.run_files import append_log, custom_object_files, latest_checkpoint, truncate_log
 
 
 class TrainState:
@@ -91,25 +92,34 @@ class _Stop:
         self.requested = True
 
 
+def _launch_problem() -> str | None:
+    """FSDP / DeepSpeed launch configs need GPUs: accelerate's FSDP plugin refuses a CPU-only machine deep
+    inside its constructor; say so in one line instead."""
+    if torch.cuda.is_available():
+        return None
+    for env, kind in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "").lower() == "true":
+            return (f"the launch config asks for {kind}, which accelerate runs only on GPUs; on CPU launch with "
+                    "train/accelerate/ddp_cpu_2proc.yaml (DDP over gloo)")
+    return None
+
+
 def _make_accelerator(cfg):
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
+    problem = _launch_problem()
+    if problem:
+        raise RuntimeError(problem)
     kw = DistributedDataParallelKwargs(find_unused_parameters=bool(cfg["training"]["find_unused_parameters"]))
     out = Path(cfg["run"]["output_dir"])
     return Accelerator(
         gradient_accumulation_steps=int(cfg["optim"]["grad_accum"]),
-        mixed_precision=cfg["training"]["mixed_precision"],
+        mixed_precision=cfg["training"]["mixed_precision"],  # None: ACCELERATE_MIXED_PRECISION (launch config)
         kwargs_handlers=[kw],
         cpu=not torch.cuda.is_available(),  # CPU runs (tests, CI): DDP over gloo
         project_config=ProjectConfiguration(project_dir=str(out), automatic_checkpoint_naming=False),
     )
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    ck = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
-    ck = [c for c in ck if (c / "train_complete.json").is_file()]
-    return ck[-1] if ck else None
 
 
 class Trainer:
@@ -127,10 +137,13 @@ class Trainer:
     def _setup(self):
         cfg, acc = self.cfg, self.acc
         torch.manual_seed(cfg["run"]["seed"])
+        self.stream_seed = stream_seed(cfg)
         self.models = M.build_models(cfg)
         nets = {"reference_unet": self.models.reference_unet, "denoising_unet": self.models.denoising_unet,
                 "pose_encoder": self.models.pose_encoder}
-        self.trainable = apply_trainable(cfg["phase"], nets)
+        # a lora: section trains peft adapters only (train/lora_setup.py); otherwise the phase's selectors
+        self.lora = lora_setup.setup(cfg, self.models, self.out if acc.is_main_process else None)
+        self.trainable = apply_trainable(cfg["phase"], nets) if self.lora is None else self.lora.trainable
         self.net = M.TrainNet(self.models.reference_unet, self.models.denoising_unet, self.models.pose_encoder)
         if cfg["training"]["gradient_checkpointing"]:
             M.enable_gradient_checkpointing(self.net)
@@ -138,24 +151,22 @@ class Trainer:
         if not params:
             raise ValueError("the phase's trainable selectors select no parameter")
         o = cfg["optim"]
-        if o.get("optimizer", "adamw") == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=float(o["lr"]), betas=tuple(o["betas"]),
-                                               weight_decay=float(o["weight_decay"]), eps=float(o["eps"]))
-        elif o["optimizer"] == "sgd":  # plain SGD: used by the DDP equivalence test (linear in the gradient)
-            self.optimizer = torch.optim.SGD(params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
-        else:
-            raise ValueError("optim.optimizer must be adamw or sgd")
+        from train.optim import build_optimizer
+
+        self.optimizer = build_optimizer(o, params)  # adamw | adamw8bit | sgd
         warm = max(1, int(o["warmup_steps"]))
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
         self.net, self.optimizer = acc.prepare(self.net, self.optimizer)
         # the lr scheduler is stepped by us once per optimizer step (accelerate would step it per process)
         acc.register_for_checkpointing(self.lr_scheduler)
         acc.register_for_checkpointing(self.state)
+        self.custom_objects = ["lr_scheduler", "state"]  # registration order = accelerate's file numbering
         ema_cfg = cfg["training"]["ema"]
         self.ema = None
         if ema_cfg["enabled"]:
             self.ema = EMA(self._named_trainable(), float(ema_cfg["decay"]))
             acc.register_for_checkpointing(self.ema)
+            self.custom_objects.append("ema")
 
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
         vae_dtype = torch.float32 if acc.mixed_precision == "no" else self.weight_dtype
@@ -180,13 +191,14 @@ class Trainer:
                                pose_loss, lp, canny, self.T).to(acc.device)
 
         dc = cfg["data"]
-        clips = D.list_clips(dc["roots"], dc["kinds"], min_frames=max(2, dc["clip_frames"]))
+        clips, bad = D.training_clips(dc, self.out)  # damaged clips are skipped and logged in the run folder
         ph = cfg["phase"]
         region = ph["region"] if ph["audio"] == "partial" else None
         self.dataset = D.TrainDataset(clips, resolution=dc["resolution"], clip_frames=dc["clip_frames"],
                                       frame_stride=dc["frame_stride"], pose_parts=ph["pose_parts"], region=region,
-                                      seed=cfg["run"]["seed"], audio_features=M.audio_feature_source(cfg, acc),
-                                      repeat=dc["repeat"], hue_rotation=dc["hue_rotation"])
+                                      seed=self.stream_seed, audio_features=M.audio_feature_source(cfg, acc),
+                                      repeat=dc["repeat"], hue_rotation=dc["hue_rotation"],
+                                      min_ref_gap=dc["min_ref_gap"], augment=dc["augment"], bad_clips=bad)
 
     def _named_trainable(self):
         return {n: p for n, p in M.unwrap(self.net).named_parameters() if p.requires_grad}
@@ -204,7 +216,7 @@ class Trainer:
     def resume(self, where: str | None = "auto") -> bool:
         if where in (None, "none", "no", False):
             return False
-        path = _latest_checkpoint(self.out) if where == "auto" else Path(where)
+        path = latest_checkpoint(self.out) if where == "auto" else Path(where)
         if path is None:
             return False
         self.acc.load_state(str(path))
@@ -217,7 +229,8 @@ class Trainer:
         self.acc.save_state(str(path))
         if self.acc.is_main_process:
             (path / "train_complete.json").write_text(json.dumps(
-                {"step": self.state.step, "phase": self.state.phase, "config": self.cfg}, indent=1, default=str))
+                {"step": self.state.step, "phase": self.state.phase, "config": self.cfg,
+                 "custom_objects": custom_object_files(self.custom_objects)}, indent=1, default=str))
             keep = int(self.cfg["run"]["keep_checkpoints"])
             done = sorted(p for p in (self.out / "checkpoints").glob("step_*") if p != path)
             for old in done[:max(0, len(done) - (keep - 1))] if keep > 0 else []:
@@ -250,7 +263,7 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         dev = acc.device
         tr = cfg["training"]
-        seed = cfg["run"]["seed"]
+        seed = self.stream_seed
         ids = [int(n) for n in batch["sample"]]
         b = len(ids)
         target = batch["target"].to(dev)          # [b, 3, f, S, S]
@@ -345,9 +358,9 @@ class Trainer:
         start = self.state.step
         log_path = self.out / "log.csv"
         fields = ["step", "loss", "latent", "pose", "detail", "lpips", "lr", "sec_per_step", "samples_per_sec",
-                  "pose_dropout"]
+                  "pose_dropout", "grad_norm"]
         if acc.is_main_process:
-            _truncate_log(log_path, start, fields)
+            truncate_log(log_path, start, fields)
         loader = iter(self._loader(start))
         self.stop.install()
         from tqdm.auto import tqdm
@@ -358,18 +371,22 @@ class Trainer:
         gbatch = int(cfg["optim"]["per_device_batch"]) * acc.num_processes * accum
         last = {}
         interrupted = False
+        from train.monitor import Monitor
+
+        monitor = Monitor(self)  # validation renders + optional TensorBoard
         try:
             while self.state.step < max_steps:
                 t0 = time.perf_counter()
                 self.net.train()
                 sums = {}
+                grad_norm = None
                 for _ in range(accum):
                     batch = next(loader)
                     with acc.accumulate(self.net):
                         loss, parts, _ = self._micro_step(batch, self.state.step)
                         acc.backward(loss)
                         if acc.sync_gradients and cfg["optim"]["max_grad_norm"]:
-                            acc.clip_grad_norm_(self.net.parameters(), float(cfg["optim"]["max_grad_norm"]))
+                            grad_norm = acc.clip_grad_norm_(self.net.parameters(), float(cfg["optim"]["max_grad_norm"]))
                         self.optimizer.step()
                         self.optimizer.zero_grad(set_to_none=True)
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) / accum
@@ -390,10 +407,12 @@ class Trainer:
                        "pose": float(vals[2]), "detail": float(vals[3]), "lpips": float(vals[4]),
                        "lr": self.lr_scheduler.get_last_lr()[0], "sec_per_step": dt,
                        "samples_per_sec": gbatch / dt if dt > 0 else 0.0,
-                       "pose_dropout": pose_dropout_at(cfg["phase"], self.state.step - 1, max_steps)}
+                       "pose_dropout": pose_dropout_at(cfg["phase"], self.state.step - 1, max_steps),
+                       "grad_norm": None if grad_norm is None else float(grad_norm)}
                 last = row
                 if acc.is_main_process and (self.state.step % log_every == 0 or self.state.step == max_steps or stop_now):
-                    _append_log(log_path, row, fields)
+                    append_log(log_path, row, fields)
+                monitor.on_step(row, last=self.state.step == max_steps)
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 if self.step_callback is not None:
@@ -413,6 +432,7 @@ class Trainer:
                     self.export(self.out / "export")
         finally:
             bar.close()
+            monitor.close()
             self.stop.uninstall()
         return {"step": self.state.step, "interrupted": interrupted, "last": last}
 
@@ -423,25 +443,12 @@ class Trainer:
         if self.acc.is_main_process:
             net = M.unwrap(self.net)
             override = self.ema.shadow if (self.ema is not None and use_ema) else None
-            export_models(net, self.models, self.cfg, out_dir, override=override)
+            if self.lora is not None:  # out_dir/lora.safetensors (echomimic_core.lora format)
+                self.lora.export(net, out_dir, override, {"step": self.state.step, "phase": self.state.phase})
+            else:
+                export_models(net, self.models, self.cfg, out_dir, override=override)
         self.acc.wait_for_everyone()
         return out_dir
-
-
-def _truncate_log(path: Path, start: int, fields: list[str]) -> None:
-    rows = []
-    if path.is_file() and start > 0:
-        with path.open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    with path.open("w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=fields)
-        wr.writeheader()
-        wr.writerows(rows)
-
-
-def _append_log(path: Path, row: dict, fields: list[str]) -> None:
-    with path.open("a", newline="") as f:
-        csv.DictWriter(f, fieldnames=fields).writerow({k: row.get(k) for k in fields})
 
 
 def main(argv=None) -> int:
@@ -451,6 +458,7 @@ def main(argv=None) -> int:
                     help="override a config value, e.g. --set optim.lr=2e-5 (repeatable)")
     ap.add_argument("--resume", default="auto", help="auto (latest checkpoint in output_dir), a checkpoint path, or none")
     ap.add_argument("--print-config", action="store_true", help="print the merged config and exit")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for small work, else free CPUs)")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config, args.set)
@@ -460,9 +468,20 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(cfg, indent=1))
         return 0
-    trainer = Trainer(cfg)
-    trainer.resume(args.resume)
-    result = trainer.train()
+    problem = _launch_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from echomimic_core.threads import apply_threads, latent_tokens  # the sampler's policy: 1 thread for small work
+    dc, res = cfg["data"], int(cfg["data"]["resolution"])
+    apply_threads(args.threads, latent_tokens(res, res, int(dc["clip_frames"]), int(cfg["optim"]["per_device_batch"])))
+    try:
+        trainer = Trainer(cfg)
+        trainer.resume(args.resume)
+        result = trainer.train()
+    except D.TooManyBadClips as exc:  # from a DataLoader worker the message ends its traceback: last line
+        print(f"error: {str(exc).strip().splitlines()[-1].split('TooManyBadClips: ')[-1]}", file=sys.stderr)
+        return 2
     trainer.acc.print(json.dumps({"step": result["step"], "interrupted": result["interrupted"],
                                   "loss": result["last"].get("loss")}))
     trainer.acc.end_training()

@@ -1,4 +1,5 @@
-"""Training data: the dataset folder format (see train/README.md), deterministic sampling, masks.
+"""Training data: deterministic sampling, masks, pose maps, audio-feature sources (the folder format
+itself: train/dataset_format.py).
 
 Every random choice of a sample (which clip, which frames, which reference frame) is a pure function
 of (seed, global sample number). The global sample number of micro-batch `m` of optimizer step `s`
@@ -11,11 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import json
 import os
-import warnings
-import wave
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -24,10 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from echomimic_core.pose.arrays import PoseArrays, frame_from_arrays
+from echomimic_core.pose.arrays import frame_from_arrays
 
-FORMAT = "echomimic-v2-train/1"
-KP_ARRAYS = PoseArrays.SHAPES
+# the format itself (constants, writers, reader) lives in train/dataset_format.py; re-exported here
+from train.bad_clips import BAD_CLIP_ERRORS, BadClips, TooManyBadClips
+from train.dataset_format import (FORMAT, KP_ARRAYS, Clip, _frame_path, empty_keypoints, list_clips,  # noqa: F401
+                                  load_cached_audio_features, load_frame, read_wav, save_npz, write_clip,
+                                  write_index, write_json_atomic, write_wav)
+
 LIPS = list(range(48, 68))
 HEAD_BODY_POINTS = (0, 14, 15, 16, 17)
 
@@ -48,83 +49,6 @@ def rng_of(*parts) -> np.random.Generator:
 
 def torch_gen(*parts) -> torch.Generator:
     return torch.Generator().manual_seed(seed_of(*parts))
-
-
-# ------------------------------------------------------------------------------------------------
-# writing (preprocess, synthetic data, tests)
-
-
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int = 16000) -> None:
-    x = np.asarray(samples)
-    if x.dtype != np.int16:
-        x = (np.clip(x.astype(np.float64), -1.0, 1.0) * 32767.0).round().astype(np.int16)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes(x.tobytes())
-
-
-def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """16-bit PCM wav → float32 mono in [-1, 1] and its sample rate."""
-    with wave.open(str(path), "rb") as f:
-        if f.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM")
-        n, ch, sr = f.getnframes(), f.getnchannels(), f.getframerate()
-        data = np.frombuffer(f.readframes(n), dtype=np.int16).astype(np.float32) / 32768.0
-    if ch > 1:
-        data = data.reshape(-1, ch).mean(1)
-    return data, sr
-
-
-def empty_keypoints(num_frames: int) -> dict:
-    return PoseArrays.empty(num_frames).as_dict()
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-
-
-def write_clip(root: str | os.PathLike, clip_id: str, frames: Sequence[np.ndarray], audio: np.ndarray,
-               keypoints: dict, *, fps: int = 24, kind: str = "halfbody",
-               content_box: Sequence[float] = (0.0, 0.0, 1.0, 1.0), regions: dict | None = None,
-               audio_features: np.ndarray | None = None, audio_encoder: str = "",
-               source: str = "", image_ext: str = ".png") -> Path:
-    """Write one clip in the dataset format. frames: RGB uint8 [H, W, 3] each; audio: 16 kHz mono."""
-    root = Path(root)
-    d = root / "clips" / clip_id
-    (d / "frames").mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
-    for i, fr in enumerate(frames):
-        if fr.shape[:2] != (h, w):
-            raise ValueError(f"clip {clip_id}: frame {i} has size {fr.shape[:2]}, expected {(h, w)}")
-        cv2.imwrite(str(d / "frames" / f"{i:06d}{image_ext}"), cv2.cvtColor(np.ascontiguousarray(fr), cv2.COLOR_RGB2BGR))
-    write_wav(d / "audio.wav", audio, 16000)
-    kp = {k: np.asarray(keypoints[k], dtype=np.float32) for k in KP_ARRAYS}
-    for k, shape in KP_ARRAYS.items():
-        if kp[k].shape != (len(frames),) + shape:
-            raise ValueError(f"keypoints[{k!r}] has shape {kp[k].shape}, expected {(len(frames),) + shape}")
-    np.savez(d / "keypoints.npz", **kp)
-    if regions is not None:
-        np.savez(d / "regions.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in regions.items()})
-    if audio_features is not None:
-        np.save(d / "audio_features.npy", np.asarray(audio_features, dtype=np.float16))
-        (d / "audio_features.json").write_text(json.dumps(
-            {"encoder": audio_encoder, "tokens": int(audio_features.shape[1])}))
-    meta = {"num_frames": len(frames), "fps": fps, "width": int(w), "height": int(h), "kind": kind,
-            "content_box": [float(v) for v in content_box], "source": source}
-    write_json_atomic(d / "meta.json", meta)  # meta.json last: its presence marks a complete clip
-    return d
-
-
-def write_index(root: str | os.PathLike, fps: int = 24, bad_clips: dict | None = None) -> None:
-    root = Path(root)
-    clips = sorted(p.name for p in (root / "clips").iterdir() if (p / "meta.json").is_file())
-    idx = {"format": FORMAT, "fps": fps, "sample_rate": 16000, "clips": clips, "bad_clips": bad_clips or {}}
-    write_json_atomic(root / "dataset.json", idx)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,69 +111,6 @@ def draw_pose(kp: dict, i: int, size: int, parts: str) -> np.ndarray:
     return draw_full_pose(fr, size, size, parts=parts)
 
 
-# ------------------------------------------------------------------------------------------------
-# reading
-
-
-@dataclass
-class Clip:
-    path: Path
-    clip_id: str
-    num_frames: int
-    width: int
-    height: int
-    kind: str
-    content_box: tuple
-    fps: int
-
-
-def list_clips(roots: Sequence[str | os.PathLike], kinds: Sequence[str] | None = None,
-               min_frames: int = 1) -> list[Clip]:
-    out = []
-    for root in roots:
-        root = Path(root)
-        idx_path = root / "dataset.json"
-        if idx_path.is_file():
-            idx = json.loads(idx_path.read_text())
-            if idx.get("format", FORMAT) != FORMAT:
-                raise ValueError(f"{idx_path}: unsupported format {idx.get('format')!r}, expected {FORMAT}")
-            ids = idx["clips"]
-        elif (root / "clips").is_dir():
-            ids = sorted(p.name for p in (root / "clips").iterdir() if (p / "meta.json").is_file())
-        else:
-            raise FileNotFoundError(f"{root}: not a training dataset (no dataset.json and no clips/); see train/README.md")
-        for cid in ids:
-            d = root / "clips" / cid
-            meta = json.loads((d / "meta.json").read_text())
-            if kinds and meta.get("kind", "halfbody") not in kinds:
-                continue
-            if meta["num_frames"] < min_frames:
-                warnings.warn(f"clip {d} has {meta['num_frames']} frames < {min_frames} needed; skipped")
-                continue
-            out.append(Clip(d, cid, int(meta["num_frames"]), int(meta["width"]), int(meta["height"]),
-                            meta.get("kind", "halfbody"), tuple(meta.get("content_box", (0, 0, 1, 1))),
-                            int(meta.get("fps", 24))))
-    return out
-
-
-def _frame_path(clip: Clip, i: int) -> Path:
-    for ext in (".png", ".jpg", ".jpeg"):
-        p = clip.path / "frames" / f"{i:06d}{ext}"
-        if p.is_file():
-            return p
-    raise FileNotFoundError(f"{clip.path}/frames/{i:06d}.png (or .jpg) missing")
-
-
-def load_frame(clip: Clip, i: int, size: int) -> np.ndarray:
-    img = cv2.imread(str(_frame_path(clip, i)), cv2.IMREAD_COLOR)
-    if img is None:
-        raise IOError(f"cannot read frame {i} of {clip.path}")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if img.shape[:2] != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR)
-    return img
-
-
 def hue_rotation_matrix(angle: float) -> torch.Tensor:
     """3x3 rotation of RGB about the grey axis (1, 1, 1) by ``angle`` radians: a hue shift that keeps
     greys (and, up to clipping, brightness and saturation). Rodrigues' formula."""
@@ -264,6 +125,16 @@ def rotate_colours(images: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     """Apply a 3x3 colour matrix to images in [-1, 1] with channels first (``3 ...``), clipped to [-1, 1].
     In [-1, 1] the grey axis passes through the origin, so a rotation about it needs no offset."""
     return torch.einsum("ij,j...->i...", rot, images).clamp(-1.0, 1.0)
+
+
+def training_clips(data_cfg: dict, run_dir: Path) -> tuple[list[Clip], BadClips]:
+    """The clips of ``data.roots`` and the :class:`BadClips` record that the dataset goes on filling
+    (``run_dir/bad_clips.jsonl``); clips with a damaged ``meta.json`` are already in it."""
+    bad = BadClips(max_fraction=data_cfg["max_bad_fraction"], log_path=Path(run_dir) / "bad_clips.jsonl")
+    clips = list_clips(data_cfg["roots"], data_cfg["kinds"], min_frames=max(2, data_cfg["clip_frames"]), bad_clips=bad)
+    bad.num_clips = len(clips) + len(bad.reasons)
+    bad.check()
+    return clips, bad
 
 
 class TrainDataset(Dataset):
@@ -281,7 +152,8 @@ class TrainDataset(Dataset):
     def __init__(self, clips: list[Clip], *, resolution: int, clip_frames: int = 1, frame_stride: int = 1,
                  pose_parts: str = "init", region: str | None = None, seed: int = 0,
                  audio_features: Callable[[Clip], np.ndarray] | None = None, repeat: int = 1,
-                 hue_rotation: float = 0.0):
+                 hue_rotation: float = 0.0, min_ref_gap: int | None = None, augment: dict | None = None,
+                 bad_clips: BadClips | None = None):
         if not clips:
             raise ValueError("no usable clips (check data.roots / data.kinds and clip lengths)")
         self.clips = clips
@@ -295,11 +167,20 @@ class TrainDataset(Dataset):
         if not 0.0 <= float(hue_rotation) <= 1.0:
             raise ValueError(f"data.hue_rotation is a probability in [0, 1], got {hue_rotation}")
         self.hue_rotation = float(hue_rotation)
+        from train.augment import check_augment
+
+        # None = the original rule (any other frame); an int = at least that many frames from every target
+        self.min_ref_gap = None if min_ref_gap is None else max(0, int(min_ref_gap))
+        self.augment = check_augment(augment)
         self._audio_fn = audio_features or load_cached_audio_features
         # keyed by clip folder: clip ids repeat across data roots
         self._kp_cache: dict[Path, dict] = {}
         self._reg_cache: dict[Path, dict] = {}
         self._audio_cache: dict[Path, np.ndarray] = {}
+        self._videos: dict = {}  # clip folder → open frames.mp4 reader (compact clips)
+        self.bad_clips = bad_clips if bad_clips is not None else BadClips(len(clips))
+        if self.bad_clips.num_clips is None:
+            self.bad_clips.num_clips = len(clips)
 
     @property
     def epoch_len(self) -> int:
@@ -330,6 +211,14 @@ class TrainDataset(Dataset):
             self._audio_cache[clip.path] = self._audio_fn(clip)
         return self._audio_cache[clip.path]
 
+    def keypoints(self, clip: Clip) -> dict:
+        """The clip's keypoints.npz arrays (cached)."""
+        return self._keypoints(clip)
+
+    def audio_windows(self, clip: Clip) -> np.ndarray:
+        """The clip's whisper windows [F, tokens, 384] (cached or computed per data.audio_features)."""
+        return self._audio(clip)
+
     def locate(self, n: int) -> tuple[Clip, list[int], int]:
         """Global sample number → (clip, target frame indices, reference frame index)."""
         epoch, pos = divmod(int(n), self.epoch_len)
@@ -346,7 +235,11 @@ class TrainDataset(Dataset):
             stride = self.stride
         start = int(rng.integers(0, clip.num_frames - span + 1))
         frames = [start + k * stride for k in range(self.clip_frames)]
-        if clip.num_frames > 1:
+        if self.min_ref_gap is not None:
+            from train.augment import reference_frame
+
+            ref = reference_frame(rng, clip.num_frames, frames, self.min_ref_gap)
+        elif clip.num_frames > 1:
             ref = int(rng.integers(0, clip.num_frames - 1))
             if self.clip_frames == 1 and ref >= frames[0]:
                 ref += 1  # reference ≠ target in stage 1
@@ -354,38 +247,75 @@ class TrainDataset(Dataset):
             ref = 0
         return clip, frames, ref
 
+    #: a sample whose clip is damaged is drawn again this many times before the run gives up
+    MAX_REDRAWS = 16
+
     def __getitem__(self, n: int) -> dict:
+        """Sample ``n``; when its clip cannot be read, the clip is recorded (train/bad_clips.py) and the
+        sample is drawn again from the sequence n, n + E', n + 2E', ... (E' a multiple of the epoch).
+        Whether a read fails depends only on the files, never on what this process saw before (a clip
+        damaged in one frame still serves its other frames), so every process and every resume gets the
+        same sample for n."""
+        for redraw in range(self.MAX_REDRAWS):
+            m = int(n) + redraw * self.epoch_len * 1_000_003
+            clip = self.locate(m)[0]
+            try:
+                item = self._item(m)
+            except BAD_CLIP_ERRORS as exc:
+                self.bad_clips.record(clip.path, exc)
+                continue
+            item["sample"] = torch.tensor(int(n), dtype=torch.long)
+            return item
+        raise TooManyBadClips(f"sample {n}: {self.MAX_REDRAWS} draws in a row hit damaged clips; see the "
+                              "bad_clips.jsonl of the run")
+
+    def _item(self, n: int) -> dict:
         clip, frames, ref = self.locate(n)
         s = self.size
         to_t = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1.0  # noqa: E731
-        ref_img = to_t(load_frame(clip, ref, s))
-        target = torch.stack([to_t(load_frame(clip, i, s)) for i in frames], dim=1)
+        box = None
+        if self.augment["prob"] > 0:  # the seeded draw only when enabled (the default stream is unchanged)
+            from train import augment as A
+
+            box = A.crop_box(self.seed, n, self.augment)
+        video = None
+        if (clip.path / "frames.mp4").is_file():
+            from train.clip_video import Mp4Frames
+
+            if clip.path not in self._videos:
+                while len(self._videos) >= 8:  # a few open containers per worker
+                    self._videos.pop(next(iter(self._videos))).close()
+                self._videos[clip.path] = Mp4Frames(clip.path / "frames.mp4", clip.fps)
+            video = self._videos[clip.path]
+        ref_img = to_t(load_frame(clip, ref, s, box, video))
+        target = torch.stack([to_t(load_frame(clip, i, s, box, video)) for i in frames], dim=1)
         if self.hue_rotation:  # the seeded draw only when enabled: no cost on the default path
             rng = rng_of(self.seed, "hue", n)
             if rng.random() < self.hue_rotation:
                 rot = hue_rotation_matrix(rng.uniform(0.0, 2.0 * np.pi))
                 ref_img, target = rotate_colours(ref_img, rot), rotate_colours(target, rot)
-        kp = self._keypoints(clip)
+        kp, kp_frames = self._keypoints(clip), frames
+        if box is not None:  # keypoints moved into the crop, drawn at the inference line widths
+            kp, kp_frames = A.crop_keypoints(kp, frames, box), list(range(len(frames)))
         pose = torch.stack([torch.from_numpy(draw_pose(kp, i, s, self.pose_parts)).permute(2, 0, 1).float() / 255.0
-                            for i in frames], dim=1)
+                            for i in kp_frames], dim=1)
         feats = self._audio(clip)
         idx = np.clip(np.asarray(frames), 0, len(feats) - 1)
         audio = torch.from_numpy(np.asarray(feats[idx], dtype=np.float32))
-        content = box_mask(np.asarray(clip.content_box, dtype=np.float32), s, s)
+        content_box = np.asarray(clip.content_box, dtype=np.float32)
+        if box is not None:
+            content_box = A.crop_boxes(content_box, box)
+        content = box_mask(content_box, s, s)
         if self.region in ("lips", "head"):
             boxes = self._regions(clip)[self.region]
-            region = np.stack([box_mask(boxes[min(i, len(boxes) - 1)], s, s) * content for i in frames])
+            boxes = np.stack([boxes[min(i, len(boxes) - 1)] for i in frames])
+            if box is not None:
+                boxes = A.crop_boxes(boxes, box)
+            region = np.stack([box_mask(b, s, s) * content for b in boxes])
         else:
             region = np.ones((len(frames), s, s), dtype=np.float32)
         return {"ref": ref_img, "target": target, "pose": pose, "audio": audio,
                 "region": torch.from_numpy(region), "sample": torch.tensor(int(n), dtype=torch.long)}
-
-
-def load_cached_audio_features(clip: Clip) -> np.ndarray:
-    p = clip.path / "audio_features.npy"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} missing: run train/preprocess.py, or set data.audio_features: compute")
-    return np.load(p, mmap_mode="r")
 
 
 class StepSampler(Sampler):
@@ -436,7 +366,8 @@ def ensure_audio_features(clips: list[Clip], mode: str, cache_dir: Path, encoder
     for c in clips:
         has = (c.path / "audio_features.npy").is_file()
         if mode == "cached" and not has:
-            raise FileNotFoundError(f"{c.path}/audio_features.npy missing (data.audio_features: cached)")
+            raise FileNotFoundError(f"{c.path}/audio_features.npy missing (data.audio_features: cached): cache the "
+                                    f"features with python train/features.py {c.path.parent.parent} --audio-encoder tiny.pt")
         if mode == "compute" or (mode == "auto" and not has):
             todo.append(c)
     paths = {c.path: c.path / "audio_features.npy" for c in clips}

@@ -100,16 +100,18 @@ def export_models(net, models, cfg: dict, out_dir, *, override: dict | None = No
 
 
 def _latest(run: Path) -> Path:
-    ck = sorted(p for p in (run / "checkpoints").glob("step_*") if (p / "train_complete.json").is_file())
-    if not ck:
+    from train.run_files import latest_checkpoint
+
+    ck = latest_checkpoint(run)
+    if ck is None:
         raise FileNotFoundError(f"{run}/checkpoints has no complete checkpoint")
-    return ck[-1]
+    return ck
 
 
 def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetensors: bool = False,
-               dtype=None) -> Path:
+               dtype=None, lora: bool = False) -> Path:
     """Export a run folder's checkpoint (default: the latest) without building the networks."""
-    from echomimic_core.checkpoints import read_checkpoint, read_state_dict
+    from echomimic_core.checkpoints import read_state_dict
 
     run = Path(run_dir)
     ck = Path(checkpoint) if checkpoint else _latest(run)
@@ -125,11 +127,17 @@ def export_run(run_dir, out_dir, checkpoint=None, use_ema: bool = True, safetens
                                 "`accelerate merge-weights`)")
     used_ema = False
     if use_ema and cfg["training"]["ema"]["enabled"]:
-        ema_file = ck / "custom_checkpoint_2.pkl"
-        if ema_file.is_file():
-            ema = read_checkpoint(ema_file)  # {"shadow": {name: tensor}, ...}
+        from train.run_files import load_custom_object
+
+        ema = load_custom_object(ck, "ema")  # by name (train_complete.json), not by file number
+        if ema is not None:
             state.update({k: v for k, v in ema["shadow"].items() if k in state})
             used_ema = True
+    if lora:  # the adapters of a lora: run → one echomimic-v2-lora file (train/lora_setup.py)
+        from train.lora_setup import export_run_lora
+
+        return export_run_lora(run, ck, cfg, state, Path(out_dir), {"step": meta["step"], "phase": meta["phase"],
+                                                                    "ema": used_ema})
     src = json.loads((run / "sources.json").read_text())
     return export_state(state, cfg, out_dir, base_unet_dir=Path(src["base_unet_dir"]), vae_folder=Path(src["vae_folder"]),
                         audio_encoder_path=Path(src["audio_encoder_path"]) if src["audio_encoder_path"] else None,
@@ -148,9 +156,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ema", action="store_true", help="export the raw weights even if the run kept an EMA")
     ap.add_argument("--safetensors", action="store_true", help="also write .safetensors copies")
     ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32")
+    ap.add_argument("--lora", action="store_true",
+                    help="a lora: run: write its adapters as OUT_DIR/lora.safetensors (or OUT_DIR if it ends in .safetensors)")
     a = ap.parse_args(argv)
     out = export_run(a.run_dir, a.out_dir, a.checkpoint, not a.no_ema, a.safetensors,
-                     torch.float16 if a.dtype == "fp16" else None)
+                     torch.float16 if a.dtype == "fp16" else None, lora=a.lora)
     print(f"exported to {out}")
     return 0
 

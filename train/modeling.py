@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from echomimic_core.models.configs import LATENT_SCALE as VAE_SCALE  # hard-coded officially (fixtures quirk 12)
+from echomimic_core.models.configs import LATENT_SCALE as VAE_SCALE  # noqa: F401 (used as M.VAE_SCALE; hard-coded officially, fixtures quirk 12)
 
 
 @dataclass
@@ -87,8 +87,7 @@ def build_models(cfg: dict) -> Models:
     from echomimic_core.checkpoints import BASE_WEIGHT_NAMES, load_vae, read_state_dict
     from echomimic_core.errors import ConfigError, ModelFilesNotFoundError
     from echomimic_core.models import (OFFICIAL_POSE_ENCODER_KWARGS, DenoisingUNet3DModel, PoseEncoder,
-                                       ReferenceUNet2DModel, denoising_unet_config, reference_unet_config,
-                                       split_motion_state_dict)
+                                       ReferenceUNet2DModel, denoising_unet_config, reference_unet_config)
 
     ini = cfg["init"]
     base_folder = Path(ini["base_folder"])
@@ -126,11 +125,10 @@ def build_models(cfg: dict) -> Models:
             m.train()
     else:
         raise ConfigError(f"init.from must be 'sd' or 'official', got {mode!r}")
-    if ini.get("motion_module"):
-        mm, _ = split_motion_state_dict(read_state_dict(Path(ini["motion_module"])))
-        n, _ = copy_matching(den, {k: v.float() for k, v in mm.items()})
-        if n == 0:
-            raise ConfigError(f"{ini['motion_module']}: no motion-module key matched the denoiser")
+    if ini.get("motion_module"):  # AnimateDiff / EchoMimic V1/V2 / diffusers MotionAdapter (train/motion_init.py)
+        from train.motion_init import init_motion_modules
+
+        init_motion_modules(den, ini["motion_module"])
     vae = load_vae(vae_folder, dtype=torch.float32)  # local files only: a missing folder is an error, never a hub id
     for m in (ref, den, pose):
         m.float()
@@ -174,9 +172,13 @@ class TrainNet(nn.Module):
             self._pairing = reference_pairing(self.reference_unet, self.denoising_unet)
         if any(k != v for k, v in self._pairing.items()):
             bank = bank.remap(self._pairing)
+        from echomimic_core.sampling.guidance import mask_conditions
+
         pose_feat = self.pose_encoder(pose_images.to(dt))
-        pose_feat = pose_feat * pose_keep.view(b, 1, 1, 1, 1).to(pose_feat.dtype)
-        out = self.denoising_unet(noisy_latents.to(dt), timesteps, audio=audio.to(dt), pose_features=pose_feat,
+        # the sampler's unconditional-branch rule (zero audio, zero pose, no reference) where reference_keep
+        # is False, plus the pose-only dropout of pose_keep
+        audio, pose_feat, reference_keep = mask_conditions(audio.to(dt), pose_feat, reference_keep, pose_keep=pose_keep)
+        out = self.denoising_unet(noisy_latents.to(dt), timesteps, audio=audio, pose_features=pose_feat,
                                   reference_bank=bank, reference_mask=reference_keep, audio_enabled=audio_enabled,
                                   audio_region_mask=region_mask, return_dict=True)
         return out.sample

@@ -35,14 +35,23 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULTS: dict[str, Any] = {
     "run": {
         "output_dir": "runs/default",
-        "seed": 42,
+        "seed": 42,                  # model init; the sample stream also mixes in `sample_stream`
+        # which sample stream (clip/frames/noise/t/dropouts) the run sees:
+        #   phase — seeded by (seed, phase.name): consecutive phases see different samples
+        #   seed  — by the seed alone (before phases were mixed in; the demo model's recipe)
+        #   any other string — mixed in as given (e.g. a second run of the same phase on new samples)
+        "sample_stream": "phase",
         "max_steps": 10000,          # paper: 10k per stage-1 phase, 30k for stage 2
         "checkpoint_every": 1000,
         "keep_checkpoints": 2,
         "log_every": 10,
         "export_at_end": True,
         "progress_bar": True,
+        "tensorboard": False,        # also log to RUN/tensorboard (needs the tensorboard package)
     },
+    # renders from fixed inputs during training (train/monitor.py); every: 0 = off
+    "validation": {"every": 0, "clip": None, "reference_frame": 0, "frames": 12, "steps": 6, "guidance": 2.0,
+                   "seed": 0, "use_ema": True, "at_end": True},
     "init": {
         # where the weights come from:
         #   sd        — SD-image-variations UNet for both UNets + sd-vae (stage 1 from scratch)
@@ -50,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "from": "sd",
         "base_folder": "pretrained_weights",   # holds sd-image-variations-diffusers/ and sd-vae-ft-mse/
         "weights_folder": None,                # official-layout folder for from: official (default base_folder)
-        "motion_module": None,                 # stage 2: motion_module.pth to start from (None = scratch/zero-init)
+        "motion_module": None,                 # stage 2: pretrained motion modules (train/motion_init.py); None = zero
         "variant": None,
     },
     "data": {
@@ -62,6 +71,10 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "repeat": 1,
         "hue_rotation": 0.0,         # probability of a random hue rotation of reference + targets (together)
+        "max_bad_fraction": 0.05,    # damaged clips are skipped and logged (RUN/bad_clips.jsonl) up to this share
+        "min_ref_gap": None,         # None: reference = any other frame; N: >= N frames from every target
+        "augment": {"prob": 0.0,     # probability of a random square crop (same for reference, targets,
+                    "scale": [0.85, 1.0]},  # pose, masks); scale = crop side / frame side (train/augment.py)
         "fixed_batch": False,        # debugging: repeat the first batch forever (overfit check)
         "audio_features": "auto",    # auto | cached | compute
         "audio_encoder": None,       # whisper tiny.pt path for compute (default base_folder/audio_processor/tiny.pt)
@@ -77,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
         "frozen": ["denoising_unet.audio"],
     },
     "optim": {
-        "optimizer": "adamw",        # adamw | sgd
+        "optimizer": "adamw",        # adamw | adamw8bit (bitsandbytes, CUDA) | sgd
         "lr": 1.0e-5,
         "betas": [0.9, 0.999],
         "weight_decay": 1.0e-2,
@@ -88,7 +101,7 @@ DEFAULTS: dict[str, Any] = {
         "grad_accum": 1,
     },
     "training": {
-        "mixed_precision": "no",     # no | fp16 | bf16 (accelerate)
+        "mixed_precision": None,     # None = the launch config's (accelerate launch) or "no"; no | fp16 | bf16 wins
         "gradient_checkpointing": False,
         "cfg_drop": 0.1,             # drop reference + audio + pose jointly (the sampler's uncond branch)
         "audio_drop": 0.0,           # additionally drop audio alone
@@ -186,6 +199,8 @@ def load_config(name: str | Path | dict | None = None, overrides: list[str] | di
         for o in overrides or []:
             path, val = parse_override(o)
             set_path(cfg, path, val, strict=True)
+    if cfg["training"]["mixed_precision"] is False:  # YAML 1.1 reads an unquoted `no` as false
+        cfg["training"]["mixed_precision"] = "no"
     validate(cfg)
     return cfg
 
@@ -217,8 +232,20 @@ def validate(cfg: dict) -> None:
         raise ValueError("phase.pose_dropout values must be probabilities")
     if ph["stage"] == 1 and cfg["data"]["clip_frames"] != 1:
         raise ValueError("stage 1 trains single frames: data.clip_frames must be 1")
-    if cfg["training"]["mixed_precision"] not in ("no", "fp16", "bf16"):
-        raise ValueError("training.mixed_precision must be no | fp16 | bf16")
+    if cfg["training"]["mixed_precision"] not in (None, "no", "fp16", "bf16"):
+        raise ValueError("training.mixed_precision must be null (the launch config decides) | no | fp16 | bf16")
+    from train.augment import check_augment
+
+    check_augment(cfg["data"]["augment"])
+    gap = cfg["data"]["min_ref_gap"]
+    if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
+        raise ValueError(f"data.min_ref_gap must be null or a frame count >= 0, got {gap!r}")
+    from train.optim import OPTIMIZERS
+
+    if cfg["optim"].get("optimizer", "adamw") not in OPTIMIZERS:
+        raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}")
+    if not isinstance(cfg["run"].get("sample_stream"), str) or not cfg["run"]["sample_stream"]:
+        raise ValueError("run.sample_stream must be phase | seed | a non-empty string")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -264,6 +291,18 @@ def apply_trainable(phase: dict, modules: dict) -> dict[str, set[str]]:
         for n, p in mod.named_parameters():
             p.requires_grad_(n in sets[m])
     return sets
+
+
+def stream_seed(cfg: dict) -> int | str:
+    """The seed of the run's sample stream (every per-sample random choice is keyed by it and the sample
+    number). `run.sample_stream: phase` mixes the phase name in, so two phases with the same `run.seed`
+    do not replay the same clips, frames, noise and timesteps; `seed` keeps the seed alone."""
+    from train.data import seed_of
+
+    seed, key = cfg["run"]["seed"], cfg["run"]["sample_stream"]
+    if key == "seed":
+        return seed
+    return seed_of(seed, "stream", cfg["phase"]["name"] if key == "phase" else key)
 
 
 def pose_dropout_at(phase: dict, step: int, max_steps: int) -> float:

@@ -2,16 +2,21 @@
 
     python train/preprocess.py VIDEOS_DIR OUT_DIR [--resolution 768] [--pose dwpose|mediapipe]
         [--dwpose-dir DIR] [--audio-encoder pretrained_weights/audio_processor/tiny.pt] [--kind halfbody]
-        [--image-ext .png|.jpg] [--min-frames 2] [--max-frames N] [--bottom-margin 0.5] [--retry-bad]
+        [--image-ext .mp4|.png|.jpg] [--min-frames 2] [--max-frames N] [--bottom-margin 0.5] [--retry-bad]
+        [--shard i/n]
 
 Per video (mp4/mov/mkv/webm/avi, searched recursively), in the official EMTD preprocessing order:
   1. decode at 24 fps (frames picked by timestamp) and the audio at 16 kHz mono (PyAV);
   2. whole-body keypoints per frame with the pose extractor (DWPose ONNX or mediapipe);
   3. one square upper-body box for the clip (get_pose_params, EMTD bottom margin 0.5), every frame
      cropped to it and resized/padded to the resolution, keypoints re-normalised to the stored frame;
-  4. lips/head/hands boxes (regions.npz), whisper windows (audio_features.npy) when an audio encoder
-     is given (otherwise the trainer computes them once per run).
-Resumable: a clip whose meta.json exists is skipped; bad clips (unreadable, no audio, no person, too
+  4. lips/head/hands boxes (regions.npz) and the whisper windows (audio_features.npy, fp16): always
+     cached here (the CLI requires --audio-encoder), so training never computes them.
+Frames are decoded twice and streamed (pass 1: keypoints; pass 2: crop and write), never held in memory;
+`--image-ext .mp4` (the CLI default) stores one H.264 frames.mp4 per clip (train/clip_video.py) instead of
+PNG files. `--shard i/n` processes every n-th video from the i-th (one process or machine per shard,
+same OUT_DIR); shards write bad_clips.<i>of<n>.json and no dataset.json (the trainer then lists clips/;
+`--shard` omitted afterwards writes the index). Resumable: a clip whose meta.json exists is skipped; bad clips (unreadable, no audio, no person, too
 short) are reported and listed in OUT_DIR/bad_clips.json (skipped on reruns unless --retry-bad).
 """
 
@@ -172,9 +177,9 @@ def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.n
                                lambda x, y: ((x * W * sc + ox) / R, (y * H * sc + oy) / R))
         content = [max(ox / R, 0.0), max(oy / R, 0.0), min((W * sc + ox) / R, 1.0), min((H * sc + oy) / R, 1.0)]
         M = np.array([[sc, 0, ox], [0, sc, oy]], dtype=np.float64)
-        frames = [cv2.warpAffine(img, M, (R, R), flags=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR,
+        frames = (cv2.warpAffine(img, M, (R, R), flags=cv2.INTER_AREA if sc < 1 else cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-                  for img in iter_frames_24(path, max_frames=len(detections))]
+                  for img in iter_frames_24(path, max_frames=len(detections)))
     else:
         try:
             seq, params = sequence_from_detections(detections, H, W, 768, bottom_margin)
@@ -189,21 +194,23 @@ def process_video(path: Path, out: Path, clip_id: str, extractor: Callable[[np.n
         rb, re_, cb, ce = dp[2], dp[3], dp[4], dp[5]
         content = [(cb + cx0 * (ce - cb)) / 768, (rb + cy0 * (re_ - rb)) / 768,
                    (cb + cx1 * (ce - cb)) / 768, (rb + cy1 * (re_ - rb)) / 768]
-        # pass 2: crop + resize/pad the frames
-        frames = []
-        for img in iter_frames_24(path, max_frames=len(detections)):
-            sq, _ = resize_and_pad(crop_pad(img, [h0, h1, w0, w1]), 768)
-            if resolution != 768:
-                sq = cv2.resize(sq, (resolution, resolution), interpolation=cv2.INTER_AREA)
-            frames.append(sq)
-    n = min(len(frames), len(detections))
-    frames = frames[:n]
+        # pass 2 (streamed into the clip writer): crop + resize/pad the frames
+        def crop_frames():
+            for img in iter_frames_24(path, max_frames=len(detections)):
+                sq, _ = resize_and_pad(crop_pad(img, [h0, h1, w0, w1]), 768)
+                if resolution != 768:
+                    sq = cv2.resize(sq, (resolution, resolution), interpolation=cv2.INTER_AREA)
+                yield sq
+
+        frames = crop_frames()
+    # the same decode as pass 1, so pass 2 yields len(detections) frames (write_clip checks the count)
+    n = len(detections)
     kp = {k: v[:n] for k, v in kp.items()}
     need = int(round(n / 24 * 16000))
     if len(audio) < need:
         audio = np.concatenate([audio, np.zeros(need - len(audio), np.float32)])
     feats = None
-    if audio_encoder is not None and kind != "pose":
+    if audio_encoder is not None:  # pose clips too (silence): every clip then has the same files
         tmp = out / "clips" / f".{clip_id}.wav"
         tmp.parent.mkdir(parents=True, exist_ok=True)
         D.write_wav(tmp, audio[:need])
@@ -226,13 +233,16 @@ def make_extractor(name: str, dwpose_dir: str | None = None):
 
 def preprocess(videos_dir, out_dir, extractor, *, audio_encoder=None, resolution: int = 768, kind: str = "halfbody",
                image_ext: str = ".png", min_frames: int = 2, max_frames: int | None = None,
-               bottom_margin: float = 0.5, retry_bad: bool = False, log=print) -> dict:
-    """Process every video under videos_dir; returns {"done": [...], "skipped": [...], "bad": {name: reason}}."""
+               bottom_margin: float = 0.5, retry_bad: bool = False, log=print, shard: tuple[int, int] = (0, 1)) -> dict:
+    """Process every video under videos_dir (this shard's share); returns {"done": [...], "skipped": [...],
+    "bad": {name: reason}}."""
     videos_dir, out = Path(videos_dir), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bad_path = out / "bad_clips.json"
+    i_sh, n_sh = shard
+    bad_path = out / ("bad_clips.json" if n_sh == 1 else f"bad_clips.{i_sh}of{n_sh}.json")
     bad = json.loads(bad_path.read_text()) if bad_path.is_file() else {}
     videos = sorted(p for p in videos_dir.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
+    videos = videos[i_sh::n_sh]
     result = {"done": [], "skipped": [], "bad": {}}
     for i, path in enumerate(videos):
         rel = str(path.relative_to(videos_dir))
@@ -262,7 +272,9 @@ def preprocess(videos_dir, out_dir, extractor, *, audio_encoder=None, resolution
         result["done"].append(rel)
         log(f"[{i + 1}/{len(videos)}] ok {rel} -> clips/{cid} ({time.time() - t0:.1f}s)")
     D.write_json_atomic(bad_path, bad)
-    if (out / "clips").is_dir():
+    if n_sh == 1 and (out / "clips").is_dir():  # shards run concurrently: only an unsharded run writes the index
+        for part in sorted(out.glob("bad_clips.*of*.json")):
+            bad.update(json.loads(part.read_text()))
         D.write_index(out, 24, bad)
     return result
 
@@ -276,15 +288,23 @@ def main(argv=None) -> int:
 
     ap.add_argument("--pose", default="dwpose", choices=backend_names())
     ap.add_argument("--dwpose-dir", default=None, help="folder with yolox_l.onnx and dw-ll_ucoco_384.onnx")
-    ap.add_argument("--audio-encoder", default=None,
-                    help="whisper tiny.pt (cache the audio features now; otherwise the trainer computes them)")
+    ap.add_argument("--audio-encoder", required=True,
+                    help="whisper tiny.pt: the audio features are cached with the clips (training never computes them)")
     ap.add_argument("--kind", default="halfbody", choices=["halfbody", "headshot", "pose"])
-    ap.add_argument("--image-ext", default=".png", choices=[".png", ".jpg"])
+    ap.add_argument("--image-ext", default=".mp4", choices=[".mp4", ".png", ".jpg"],
+                    help=".mp4: one H.264 frames.mp4 per clip (compact, the default); .png/.jpg: a file per frame")
+    ap.add_argument("--shard", default=None, help="i/n: process every n-th video starting at the i-th")
     ap.add_argument("--min-frames", type=int, default=2)
     ap.add_argument("--max-frames", type=int, default=None)
     ap.add_argument("--bottom-margin", type=float, default=0.5, help="0.5 = EMTD preprocess.py, 0.05 = demo notebook")
     ap.add_argument("--retry-bad", action="store_true", help="try the clips listed in bad_clips.json again")
     a = ap.parse_args(argv)
+    from train.features import parse_shard
+
+    try:
+        shard = parse_shard(a.shard)
+    except ValueError as e:
+        ap.error(str(e))
     extractor = make_extractor(a.pose, a.dwpose_dir)
     enc = None
     if a.audio_encoder:
@@ -293,7 +313,7 @@ def main(argv=None) -> int:
         enc = load_audio_encoder(a.audio_encoder)
     r = preprocess(a.videos_dir, a.out_dir, extractor, audio_encoder=enc, resolution=a.resolution, kind=a.kind,
                    image_ext=a.image_ext, min_frames=a.min_frames, max_frames=a.max_frames,
-                   bottom_margin=a.bottom_margin, retry_bad=a.retry_bad)
+                   bottom_margin=a.bottom_margin, retry_bad=a.retry_bad, shard=shard)
     print(json.dumps({"done": len(r["done"]), "skipped": len(r["skipped"]), "bad": r["bad"]}, indent=1))
     return 0
 

@@ -34,22 +34,22 @@ from __future__ import annotations
 
 import argparse
 import colorsys
-import io
 import json
 import math
 import os
 import sys
-import wave
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if __package__ in (None, ""):  # `python train/synthetic.py`: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2
 import numpy as np
 
-FORMAT = "echomimic-v2-train/1"
-FPS = 24
-SAMPLE_RATE = 16000
+# the dataset format's constants and its byte-deterministic writers (one place: train/dataset_format.py)
+from train.dataset_format import FORMAT, FPS, SAMPLE_RATE, save_npz as _save_npz, write_wav  # noqa: E402,F401
+from train.dataset_format import read_wav as _read_wav  # noqa: E402
 SUPERSAMPLE = 4
 HAND_MARGIN = 0.02  # every hand keypoint stays in [margin, 1 - margin]
 GLOVE_SEP = 160.0  # min RGB distance between the glove colour and every other colour of the figure
@@ -697,32 +697,9 @@ def split_clips(num_clips: int, seed: int, heldout_frac: float) -> list[bool]:
 # writing
 # --------------------------------------------------------------------------------------------
 
-def _save_npz(path: Path, **arrays) -> None:
-    """``np.savez`` with fixed zip timestamps, so identical arrays give identical bytes."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, arr in arrays.items():
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-
-
-def write_wav(path: Path, x: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    pcm = np.clip(np.round(np.asarray(x, np.float64) * 32767.0), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(pcm.tobytes())
-
-
 def read_wav(path: str | os.PathLike) -> np.ndarray:
     """Read a 16-bit PCM mono wav as float32 (samples / 32768)."""
-    with wave.open(str(path), "rb") as w:
-        assert w.getsampwidth() == 2 and w.getnchannels() == 1, "expected mono PCM16"
-        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    return data.astype(np.float32) / 32768.0
+    return _read_wav(Path(path))[0]
 
 
 def _box(pts: np.ndarray, dilate: float) -> np.ndarray:

@@ -10,7 +10,7 @@ Step by step: load_waveform -> log_mel -> encoder.embeddings -> frame_chunks.
 
 from .decode import SAMPLE_RATE, load_waveform
 from .encoder import WhisperFeatureEncoder, load_audio_encoder, openai_to_hf_encoder_key, whisper_config_from_dims
-from .features import AudioFeatures, encode_audio
+from .features import AudioFeatures, encode_audio, encode_waveform
 from .mel import log_mel, mel_filters
 from .windows import (
     audio_chunk_count,
@@ -29,6 +29,7 @@ __all__ = [
     "chunk_count",
     "chunk_source_indices",
     "encode_audio",
+    "encode_waveform",
     "feature_positions",
     "frame_chunks",
     "load_audio_encoder",

@@ -70,6 +70,21 @@ def encode_audio(
     fps = _check_fps(fps)
     span = None if max_frames is None else audio_span_samples(max_frames, fps, audio_feat_length)
     waveform = load_waveform(source, sample_rate, max_samples=span)
+    return encode_waveform(encoder, waveform, fps, audio_feat_length, max_frames)
+
+
+def encode_waveform(
+    encoder: WhisperFeatureEncoder,
+    waveform: Any,
+    fps: float = 24,
+    audio_feat_length: Sequence[int] = AUDIO_FEAT_LENGTH,
+    max_frames: int | None = None,
+) -> AudioFeatures:
+    """`encode_audio` for a waveform already decoded by `load_waveform` (16 kHz mono float32; with
+    `max_frames`, decoded with ``max_samples=audio_span_samples(max_frames, fps)``), so callers that need
+    the waveform early (checks before loading models, gestures) decode it once."""
+    fps = _check_fps(fps)
+    span = None if max_frames is None else audio_span_samples(max_frames, fps, audio_feat_length)
     duration = waveform.shape[0] / SAMPLE_RATE
     num_frames = video_frame_count(duration, fps)
     if num_frames < 1:

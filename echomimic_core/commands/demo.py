@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .generate import DTYPES, check_args, render, run_guarded
+from .generate import DTYPES, add_speed_arguments, execute, run_guarded
 
 HELP = "make a demo video with the embedded tiny model (or --models DIR) and the shipped demo inputs"
 
@@ -57,30 +57,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                         help="weight dtype (default: float16 on cuda, float32 on cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_speed_arguments(parser)
 
 
-def generate_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The ``generate`` command's arguments for this demo run."""
+def generate_args(args: argparse.Namespace):
+    """The :class:`~echomimic_core.render.RenderJob` of this demo run."""
+    from ..render import RenderJob
+    from .generate import settings_from_args
+
     embedded = args.models is None
     s = demo_settings() if embedded else {}
     out = Path(args.out).expanduser().resolve()
-    return argparse.Namespace(
+    settings = settings_from_args(args, width=s.get("width", 768), height=s.get("height", 768), steps=s.get("steps"),
+                                  guidance_scale=s.get("cfg"), seed=s.get("seed"), fps=24.0,
+                                  context_frames=int(s.get("context_frames", 12)),
+                                  context_overlap=int(s.get("context_overlap", 3)))
+    return RenderJob(
         models=str(DEMO_MODEL if embedded else args.models),
         image=args.image or str(DEMO_INPUTS / "reference.png"),
         audio=args.audio or str(DEMO_INPUTS / "audio.wav"),
         poses=args.poses or str(DEMO_INPUTS / "poses.npz"),
-        out=str(out), preset="normal",
-        steps=args.steps if args.steps is not None else s.get("steps"),
-        cfg=args.cfg if args.cfg is not None else s.get("cfg"),
-        seed=args.seed if args.seed is not None else s.get("seed"),
-        width=args.width or s.get("width", 768), height=args.height or s.get("height", 768),
-        fps=24.0, context_frames=int(s.get("context_frames", 12)), context_overlap=int(s.get("context_overlap", 3)),
-        max_frames=args.max_frames, pose_policy="loop", device=args.device, dtype=args.dtype, crf=None, decode_chunk=1,
-        quiet=args.quiet,
-        display_scale=args.display_scale if args.display_scale is not None else int(s.get("display_scale", 1)),
-    )
+        out=str(out), settings=settings, max_frames=args.max_frames, pose_policy="loop", device=args.device,
+        dtype=args.dtype, threads=args.threads, overwrite=True,  # the demo rewrites its own output file
+        display_scale=args.display_scale if args.display_scale is not None else int(s.get("display_scale", 1)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,26 +88,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import torch
+    from ..errors import ModelFilesNotFoundError
 
-    from ..errors import InputError, ModelFilesNotFoundError
-
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
-    gen = generate_args(args)
-    if gen.display_scale < 1:
-        raise InputError(f"--display-scale must be >= 1 (got {gen.display_scale})")
+    job = generate_args(args)
     if args.models is None and not any((DEMO_MODEL / f"denoising_unet{e}").is_file() for e in (".safetensors", ".pth")):
         raise ModelFilesNotFoundError(f"the embedded demo model is missing from {DEMO_MODEL} (broken install?)")
-    check_args(gen)
     t0 = time.perf_counter()
     which = "the embedded tiny demo model" if args.models is None else f"the models in {args.models}"
-    print(f"demo: {which}, {gen.width}x{gen.height}, {Path(gen.audio).name} + {Path(gen.poses).name}",
-          file=sys.stderr)
-    scale = int(gen.display_scale)
-    result = render(gen, display_scale=scale)
-    size = f"{gen.width * scale}x{gen.height * scale}"
-    print(f"wrote {gen.out}: {result.num_frames} frames at {gen.fps:g} fps ({result.num_frames / gen.fps:.2f} s), "
+    st = job.settings
+    print(f"demo: {which}, {st.width}x{st.height}, {Path(job.audio).name} + {Path(job.poses).name}", file=sys.stderr)
+    result, threads = execute(job, args)
+    scale = int(job.display_scale)
+    size = f"{st.width * scale}x{st.height * scale}"
+    print(f"wrote {job.out}: {result.num_frames} frames at {st.fps:g} fps ({result.num_frames / st.fps:.2f} s), "
           f"{size}, {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, seed {result.seed}, "
-          f"{time.perf_counter() - t0:.1f} s")
+          f"{time.perf_counter() - t0:.1f} s ({threads} thread{'s' if threads > 1 else ''})")
     return 0

@@ -4,13 +4,49 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-from pathlib import Path
+
+from ..render import DTYPES, POSE_POLICIES
 
 HELP = "animate a reference image with speech audio and a hand-pose sequence into an mp4"
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
-           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+#: GenerationSettings field -> the flag that sets it (error messages name the flag)
+FLAG_LABELS = {"steps": "--steps", "guidance_scale": "--cfg", "seed": "--seed", "fps": "--fps",
+               "context_frames": "--context-frames", "context_overlap": "--context-overlap",
+               "decode_chunk_size": "--decode-chunk", "window_batch_size": "--window-batch"}
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Speed options shared by ``generate`` and ``demo`` (see README, "Speed")."""
+    from ..sampling.scheduler import SCHEDULERS
+
+    g = parser.add_argument_group("speed (exact unless marked)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for small work such as the 64x64 demo, else the free CPUs; "
+                        "env ECHOMIMIC_THREADS)")
+    g.add_argument("--window-batch", type=int, default=None, metavar="N",
+                   help="context windows per denoiser call (default: auto, from the work size on CPU and the free "
+                        "memory on GPU)")
+    g.add_argument("--decode-chunk", type=int, default=None, metavar="N",
+                   help="frames per VAE decode call (default: auto, bounded by memory; the official code uses 1)")
+    g.add_argument("--pose-feature-cache-mb", type=float, default=None, metavar="MB",
+                   help="pose features are encoded once per frame up to this budget, the rest per window "
+                        "(default: 64 on CPU, 10%% of free GPU memory)")
+    g.add_argument("--plain", action="store_true",
+                   help="turn the exact speed-ups off (one window per call, no pose-feature / reference key-value "
+                        "caches, uncond audio attention computed): the official computation order, for comparison")
+    g.add_argument("--compile", action="store_true", help="torch.compile the denoiser (falls back to eager on failure)")
+    g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim",
+                   help="sampler (default ddim = official); the others are built from the same noise schedule and "
+                        "change the output (fast with fewer --steps)")
+    g.add_argument("--context-schedule", choices=("uniform", "no_overlap"), default="uniform",
+                   help="no_overlap: windows without overlap (changes the output; fewer windows)")
+    g.add_argument("--fast", action="store_true",
+                   help="the fast options together (changes the output): --context-schedule no_overlap")
+    g.add_argument("--profile", action="store_true",
+                   help="print the wall time of every phase (load, reference, audio, poses, denoise, decode, write), "
+                        "the total and the peak RSS to stderr")
+    g.add_argument("--profile-json", default=None, metavar="PATH",
+                   help='write {"phases": {name: s}, "total": s, "peak_rss_mb": x, "frames": n} to PATH')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pose sequence: official folder of N.npy, or a .npz/.json pose file "
                              "(default: made from the audio, see --gestures)")
     parser.add_argument("--out", required=True, metavar="OUT.mp4", help="output video (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT.mp4 if it exists (default: refuse)")
     parser.add_argument("--preset", choices=("normal", "acc"), default="normal",
                         help="normal: 30 steps, cfg 2.5, seed 3407; acc: accelerated weights, 6 steps, cfg 1.0, seed 420")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: from the preset)")
@@ -34,16 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-overlap", type=int, default=3, help="frames shared by neighbouring windows (default 3)")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="cap on the number of frames (default: as long as the audio)")
-    parser.add_argument("--pose-policy", default="loop", choices=("trim", "loop", "pingpong", "hold"),
+    parser.add_argument("--pose-policy", default="loop", choices=POSE_POLICIES,
                         help="how a pose sequence shorter than the audio is lengthened (default loop)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                         help="weight dtype (default: float16 on cuda, float32 on cpu)")
-    parser.add_argument("--decode-chunk", type=int, default=1,
-                        help="frames per VAE decode call (default 1, like the official code; more is faster on a GPU)")
     parser.add_argument("--crf", type=int, default=None, help="libx264 quality (default: the encoder's, 23)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_speed_arguments(parser)
     add_gesture_arguments(parser)
+    parser.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                        help="apply an EchoMimicV2 LoRA (.safetensors) at STRENGTH (default 1); repeatable, stacked")
 
 
 def add_gesture_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,55 +100,40 @@ def add_gesture_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--motion-amount", type=float, default=1.0, help="gesture size around the reference pose (0 = still)")
 
 
+def settings_from_args(args: argparse.Namespace, **defaults):
+    """The :class:`GenerationSettings` named by ``generate``/``demo`` arguments (``defaults`` fill unset ones)."""
+    from ..settings import GenerationSettings
+
+    def pick(name, field=None):
+        value = getattr(args, name, None)
+        return value if value is not None else defaults.get(field or name)
+
+    plain = bool(getattr(args, "plain", False))
+    schedule = "no_overlap" if getattr(args, "fast", False) else getattr(args, "context_schedule", "uniform")
+    return GenerationSettings(
+        width=pick("width"), height=pick("height"), steps=pick("steps"), guidance_scale=pick("cfg", "guidance_scale"),
+        seed=pick("seed"), preset=getattr(args, "preset", None), scheduler=getattr(args, "scheduler", "ddim"),
+        context_frames=pick("context_frames"), context_overlap=pick("context_overlap"), context_schedule=schedule,
+        fps=24.0 if pick("fps") is None else pick("fps"), decode_chunk_size=getattr(args, "decode_chunk", None),
+        window_batch_size=1 if plain else getattr(args, "window_batch", None),
+        pose_feature_cache_mb=0.0 if plain else getattr(args, "pose_feature_cache_mb", None),
+        cache_reference_kv=not plain, skip_uncond_audio=not plain, compile=bool(getattr(args, "compile", False)))
+
+
+def job_from_args(args: argparse.Namespace):
+    from ..render import RenderJob
+
+    return RenderJob(models=args.models, image=args.image, audio=args.audio, poses=args.poses, out=args.out,
+                     settings=settings_from_args(args), max_frames=args.max_frames, pose_policy=args.pose_policy,
+                     device=args.device, dtype=args.dtype, crf=args.crf, threads=args.threads,
+                     gestures=args.gestures, reference_pose=args.reference_pose, pose_library=list(args.pose_library),
+                     gesture_model=args.gesture_model, gesture_seed=args.gesture_seed, motion_amount=args.motion_amount,
+                     loras=list(getattr(args, "lora", []) or []), overwrite=bool(getattr(args, "overwrite", False)))
+
+
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-def check_args(args) -> None:
-    """Cheap checks of every argument and file, before anything is loaded (``demo`` runs them too, on the
-    ``generate`` arguments it builds)."""
-    from ..errors import InputError, ModelFilesNotFoundError
-    from ..pipeline import check_positive, check_size, load_reference_image
-    from ..sampling.context import check_context
-
-    check_size(args.width, args.height)
-    if args.steps is not None:
-        check_positive("--steps", args.steps)
-    if args.max_frames is not None:
-        check_positive("--max-frames", args.max_frames)
-    if not args.fps > 0:
-        raise InputError(f"--fps must be positive (got {args.fps})")
-    if args.cfg is not None and not args.cfg >= 0:
-        raise InputError(f"--cfg must be >= 0 (got {args.cfg})")
-    check_context(args.context_frames, args.context_overlap)
-    check_positive("--decode-chunk", args.decode_chunk)
-    if not Path(args.models).is_dir():
-        raise ModelFilesNotFoundError(f"model folder not found: {args.models}")
-    load_reference_image(args.image)  # raises InputError for a missing / non-image file
-    if not Path(args.audio).is_file():
-        raise InputError(f"audio file not found: {args.audio}")
-    if args.poses is not None and not Path(args.poses).exists():
-        raise InputError(f"pose sequence not found: {args.poses}")
-    out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise InputError(f"--out must end in .mp4 (got {out.name})")
-    if not out.parent.is_dir():
-        raise InputError(f"output folder does not exist: {out.parent}")
-
-
-def _device_and_dtype(args):
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError as exc:
-        from ..errors import InputError
-
-        raise InputError(f"bad --device {args.device!r}: {exc}") from None
-    name = DTYPES[args.dtype] if args.dtype else ("float16" if device.type == "cuda" else "float32")
-    return device, getattr(torch, name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -134,55 +157,14 @@ def run_guarded(func, args: argparse.Namespace) -> int:
         return _fail(str(exc))
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ..checkpoints import find_model_files
-    from ..sampling import get_preset
+def execute(job, args: argparse.Namespace):
+    """Run a :class:`RenderJob` with the CLI's progress bar, warnings and ``--profile`` output (shared by
+    ``generate`` and ``demo``); returns ``(result, threads)``."""
+    from ..profile import Profiler
+    from ..render import capture_warnings, check_job, render_video, resolve_device
 
-    check_args(args)
-    find_model_files(args.models, get_preset(args.preset).variant).check()  # before anything is loaded
-    result = render(args)
-    print(f"wrote {args.out}: {result.num_frames} frames at {args.fps:g} fps "
-          f"({result.num_frames / args.fps:.2f} s), {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, "
-          f"seed {result.seed}")
-    return 0
-
-
-def render(args: argparse.Namespace, display_scale: int = 1):
-    """Poses, audio and models named by the ``generate`` arguments -> an mp4 at ``args.out`` (frames
-    streamed, written atomically, tqdm progress unless ``args.quiet``). ``display_scale`` enlarges the
-    written frames by an integer factor (the 64x64 demo model). Returns the pipeline's GenerationResult;
-    shared by ``generate`` and ``demo``."""
-    import torch
-
-    from ..audio import encode_audio, load_audio_encoder, load_waveform
-    from ..checkpoints import load_models
-    from ..errors import InputError
-    from ..pipeline import EchoMimicPipeline
-    from ..pose import fit_length, load_pose_sequence
-    from ..sampling import get_preset
-    from ..video import VideoWriter
-
-    device, dtype = _device_and_dtype(args)
-    poses = load_pose_sequence(args.poses) if args.poses is not None else None
-    if poses is not None and len(poses) < 1:
-        raise InputError(f"the pose sequence {args.poses} has no frames")
-    waveform = load_waveform(args.audio)  # raises InputError for unreadable/empty audio
-    models = load_models(args.models, variant=get_preset(args.preset).variant, dtype=dtype, device=device)
-    encoder = load_audio_encoder(models.audio_encoder_path, device=device)
-    features = encode_audio(encoder, waveform, fps=args.fps, sample_rate=16000)
-    del encoder
-    num_frames = features.num_frames if args.max_frames is None else min(features.num_frames, args.max_frames)
-    if poses is None:  # image + audio only: echomimic_core.gesture
-        from ..gesture import poses_from_inputs
-
-        poses = poses_from_inputs(args.image, features, num_frames, getattr(args, "gestures", "audio"),
-                                  waveform=waveform, reference_pose_file=getattr(args, "reference_pose", None),
-                                  library_paths=getattr(args, "pose_library", []), seed=getattr(args, "gesture_seed", 0),
-                                  amount=getattr(args, "motion_amount", 1.0), model_dir=getattr(args, "gesture_model", None),
-                                  fps=args.fps)
-    poses = fit_length(poses, num_frames, args.pose_policy)
-    pipe = EchoMimicPipeline.from_models(models)
-
+    check_job(job, labels=FLAG_LABELS)  # before anything is loaded; messages name the flags
+    profiler = Profiler(resolve_device(job.device, job.dtype)[0]) if (args.profile or args.profile_json) else None
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -197,24 +179,24 @@ def render(args: argparse.Namespace, display_scale: int = 1):
                                 refresh=False)
             bar.update(p.done - bar.n)
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with VideoWriter(args.out, fps=args.fps, audio=args.audio, crf=args.crf) as writer:
-                def on_frames(frames: torch.Tensor) -> None:  # [n, 3, H, W] float in [0, 1]
-                    if display_scale > 1:
-                        frames = frames.repeat_interleave(display_scale, dim=2).repeat_interleave(display_scale, dim=3)
-                    writer.write(frames)
+    try:
+        (result, threads), notes = capture_warnings(render_video, job, on_progress=progress, profiler=profiler)
+    finally:
+        if bar is not None:
+            bar.close()
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    if profiler is not None:
+        print(f"threads {threads}, window batch {result.settings.window_batch_size}, decode chunk "
+              f"{result.settings.decode_chunk_size}, scheduler {result.settings.scheduler}", file=sys.stderr)
+        profiler.report(args.profile_json, table=bool(args.profile))
+    return result, threads
 
-                result = pipe.generate(
-                    args.image, features.frames(num_frames), poses, width=args.width, height=args.height,
-                    num_frames=num_frames, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
-                    context_frames=args.context_frames, context_overlap=args.context_overlap,
-                    preset=args.preset, decode_chunk_size=args.decode_chunk, on_frames=on_frames,
-                    on_progress=progress)
-        finally:
-            if bar is not None:
-                bar.close()
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    return result
+
+def _run(args: argparse.Namespace) -> int:
+    result, _ = execute(job_from_args(args), args)
+    fps = result.settings.fps
+    print(f"wrote {args.out}: {result.num_frames} frames at {fps:g} fps "
+          f"({result.num_frames / fps:.2f} s), {len(result.timesteps)} steps, cfg {result.guidance_scale:g}, "
+          f"seed {result.seed}")
+    return 0

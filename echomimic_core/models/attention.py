@@ -151,6 +151,14 @@ class EchoAttentionContext:
             cross-attention residual ("partial attention"); resized to each UNet level.
         region_mask_mode: ``"nearest"`` or ``"area"`` (average pooling) resize of the region mask.
         latent_size: ``(H, W)`` of the latent, used to recover each level's ``(h, w)`` from its token count.
+        reference_rows: ``reference_mask`` as Python bools (when the caller gave it so): the processors split
+            the batch by slicing, without a device sync.
+        audio_null_rows: Python bools, True for batch elements whose audio tokens are all zero (the CFG
+            unconditional half). Their audio cross-attention is a constant (see :class:`AudioCrossAttnProcessor`)
+            and is not computed.
+        cache: a per-generation dict for step-independent projections (reference keys/values, the zero-audio
+            constant), keyed by block path. Valid only while weights and bank do not change (sampling, not
+            training); None = compute everything every call.
     """
 
     num_frames: int = 1
@@ -161,6 +169,9 @@ class EchoAttentionContext:
     audio_region_mask: Optional[torch.Tensor] = None
     region_mask_mode: str = "nearest"
     latent_size: Optional[Tuple[int, int]] = None
+    reference_rows: Optional[Tuple[bool, ...]] = None
+    audio_null_rows: Optional[Tuple[bool, ...]] = None
+    cache: Optional[Dict[str, torch.Tensor]] = None
     _mask_cache: Dict[int, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def region_mask_for_tokens(self, num_tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -213,10 +224,11 @@ class _EchoProcessorBase:
 
     def attend(self, attn, query_input: torch.Tensor, kv_input: torch.Tensor) -> torch.Tensor:
         """``[B, Nq, C] x [B, Nk, Ckv] -> [B, Nq, C]`` (to_q/to_k/to_v, attention, to_out)."""
+        return self.attend_qkv(attn, attn.to_q(query_input), attn.to_k(kv_input), attn.to_v(kv_input))
+
+    def attend_qkv(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Attention and ``to_out`` over already projected ``q [B, Nq, C]``, ``k``/``v`` ``[B, Nk, C]``."""
         heads = attn.heads
-        q = attn.to_q(query_input)
-        k = attn.to_k(kv_input)
-        v = attn.to_v(kv_input)
         if self.backend == "xformers":
             import xformers.ops  # optional dependency, checked when enabled
 
@@ -281,15 +293,9 @@ class ReferenceReadProcessor(_EchoProcessorBase):
                 f"ReferenceUNet2DModel (remapped with reference_pairing() if the two UNets differ)")
         f = ctx.num_frames
         b = x.shape[0] // f
-        bank = ctx.reference_bank[self.name]
-        if ctx.reference_dtype is not None:
-            bank = bank.to(ctx.reference_dtype)  # official quirk 4: fp16 rounding of the bank
-        bank = bank.to(device=x.device, dtype=x.dtype)
-        if bank.shape[0] == 1 and b != 1:
-            bank = bank.expand(b, -1, -1)
-        elif bank.shape[0] != b:
-            raise InputError(f"reference bank batch {bank.shape[0]} does not match the UNet batch {b} "
-                             f"(block {self.name})")
+        if ctx.reference_rows is not None:
+            return self._read_by_rows(attn, x, ctx, b, f)
+        bank = self._bank(ctx, x, b)
         bank = repeat(bank, "b m c -> (b f) m c", f=f)
 
         mask = ctx.reference_mask
@@ -306,6 +312,66 @@ class ReferenceReadProcessor(_EchoProcessorBase):
         xn = x[~rows]
         out[~rows] = self.attend(attn, xn, xn)
         return out
+
+    def _bank(self, ctx: EchoAttentionContext, x: torch.Tensor, b: int) -> torch.Tensor:
+        """This block's bank entry, rounded like the official read, ``[b, m, C]`` in ``x``'s dtype."""
+        bank = ctx.reference_bank[self.name]
+        if ctx.reference_dtype is not None:
+            bank = bank.to(ctx.reference_dtype)  # official quirk 4: fp16 rounding of the bank
+        bank = bank.to(device=x.device, dtype=x.dtype)
+        if bank.shape[0] == 1 and b != 1:
+            bank = bank.expand(b, -1, -1)
+        elif bank.shape[0] != b:
+            raise ValueError(f"reference bank batch {bank.shape[0]} does not match the UNet batch {b} "
+                             f"(block {self.name})")
+        return bank
+
+    def _reference_kv(self, attn, ctx: EchoAttentionContext, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``to_k``/``to_v`` of the (single) bank entry ``[1, m, C]``; with ``ctx.cache`` computed once per
+        generation. Exact: a linear layer acts on every token separately, so projecting the bank once equals
+        projecting ``concat[x, bank]`` for every frame, window and step."""
+        key = "ref_kv:" + self.name
+        if ctx.cache is not None and key in ctx.cache:
+            return ctx.cache[key]
+        bank = self._bank(ctx, x, 1)
+        kv = (attn.to_k(bank), attn.to_v(bank))
+        if ctx.cache is not None:
+            ctx.cache[key] = kv
+        return kv
+
+    def _read_by_rows(self, attn, x: torch.Tensor, ctx: EchoAttentionContext, b: int, f: int) -> torch.Tensor:
+        """The read with a host-side mask: contiguous runs of batch elements are sliced (no sync); with
+        ``ctx.cache`` the (broadcast) bank's keys/values are projected once and concatenated to each run's own,
+        without it ``concat[x, bank]`` is projected as in the official code."""
+        rows = ctx.reference_rows
+        if len(rows) != b:
+            raise ValueError(f"reference_mask has {len(rows)} entries for a batch of {b}")
+        shared = ctx.reference_bank[self.name].shape[0] == 1
+        parts = []
+        for start, stop, read in _runs(rows):
+            xs = x[start * f:stop * f]
+            if not read:
+                parts.append(self.attend(attn, xs, xs))
+            elif shared and ctx.cache is not None:
+                k_ref, v_ref = self._reference_kv(attn, ctx, xs)
+                n = xs.shape[0]
+                k = torch.cat([attn.to_k(xs), k_ref.expand(n, -1, -1)], dim=1)
+                v = torch.cat([attn.to_v(xs), v_ref.expand(n, -1, -1)], dim=1)
+                parts.append(self.attend_qkv(attn, attn.to_q(xs), k, v))
+            else:
+                bank = repeat(self._bank(ctx, x, b)[start:stop], "b m c -> (b f) m c", f=f)
+                parts.append(self.attend(attn, xs, torch.cat([xs, bank], dim=1)))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _runs(flags: Tuple[bool, ...]) -> List[Tuple[int, int, bool]]:
+    """``(start, stop, value)`` of the maximal runs of equal values in ``flags``."""
+    runs, start = [], 0
+    for i in range(1, len(flags) + 1):
+        if i == len(flags) or flags[i] != flags[start]:
+            runs.append((start, i, bool(flags[start])))
+            start = i
+    return runs
 
 
 class AudioCrossAttnProcessor(_EchoProcessorBase):
@@ -327,7 +393,42 @@ class AudioCrossAttnProcessor(_EchoProcessorBase):
         if encoder_hidden_states is None or (echo_context is not None and not echo_context.audio_enabled):
             # muted: a 0-dim zero keeps the block's residual add exact and costs nothing
             return hidden_states.new_zeros(())
-        out = self.attend(attn, hidden_states, encoder_hidden_states.to(hidden_states.dtype)) * self.scale
+        null = echo_context.audio_null_rows if echo_context is not None else None
+        if null is not None and any(null):
+            out = self._with_null_rows(attn, hidden_states, encoder_hidden_states, echo_context, null)
+        else:
+            out = self.attend(attn, hidden_states, encoder_hidden_states.to(hidden_states.dtype)) * self.scale
         if echo_context is not None and echo_context.audio_region_mask is not None:
             out = out * echo_context.region_mask_for_tokens(out.shape[1], out.dtype, out.device)
         return out
+
+    def null_audio_output(self, attn, hidden_states: torch.Tensor,
+                          cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """The output ``[1, 1, C]`` of this cross-attention for all-zero audio tokens, for every query.
+
+        With zero tokens every key is ``to_k(0)`` (its bias, or 0) - the same vector - so every query gives
+        equal logits to all tokens and the softmax is uniform; the output is then the mean of identical values
+        ``to_v(0)``, i.e. ``scale * to_out(to_v(0))``, independent of the query. Computing it from one zero
+        token is therefore exact (up to float rounding of the n-term mean)."""
+        key = "null_audio:" + self.name
+        if cache is not None and key in cache:
+            return cache[key]
+        zero = hidden_states.new_zeros(1, 1, attn.to_v.in_features)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(zero))) * self.scale
+        if cache is not None:
+            cache[key] = out
+        return out
+
+    def _with_null_rows(self, attn, x, tokens, ctx, null) -> torch.Tensor:
+        f = ctx.num_frames
+        if len(null) * f != x.shape[0]:
+            raise ValueError(f"audio_null_rows has {len(null)} entries for {x.shape[0] // f} batch elements")
+        const = self.null_audio_output(attn, x, ctx.cache)
+        parts = []
+        for start, stop, is_null in _runs(tuple(null)):
+            xs = x[start * f:stop * f]
+            if is_null:
+                parts.append(const.expand(xs.shape[0], xs.shape[1], -1))
+            else:
+                parts.append(self.attend(attn, xs, tokens[start * f:stop * f].to(x.dtype)) * self.scale)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)

@@ -39,6 +39,9 @@ OFFICIAL_UNET_ADDITIONAL_KWARGS: Dict[str, Any] = {
     },
 }
 
+#: VAE latent scale, hard-coded in the official pipelines (not read from the VAE config)
+LATENT_SCALE = 0.18215
+
 #: ``noise_scheduler_kwargs`` of configs/inference/inference_v2.yaml (diffusers DDIMScheduler)
 OFFICIAL_NOISE_SCHEDULER_KWARGS: Dict[str, Any] = {
     "beta_start": 0.00085,

@@ -178,6 +178,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                 reference_bank: Optional[ReferenceBank] = None, reference_mask: Optional[torch.Tensor] = None,
                 reference_dtype: Optional[torch.dtype] = torch.float16, audio_enabled: bool = True,
                 audio_region_mask: Optional[torch.Tensor] = None, region_mask_mode: str = "nearest",
+                audio_null_rows: Optional[Sequence[bool]] = None, attention_cache: Optional[dict] = None,
                 return_dict: bool = True) -> Union[DenoisingUNetOutput, Tuple[torch.Tensor]]:
         """Predict ``v`` for a window of latents.
 
@@ -199,6 +200,11 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
             audio_region_mask: ``[b, f, h, w]`` (latent resolution) multiplying the audio
                 cross-attention residual at every level, resized with ``region_mask_mode``
                 (``"nearest"`` or ``"area"``). Training only ("partial attention").
+            audio_null_rows: ``[b]`` Python bools, True where the caller guarantees all-zero audio tokens (the
+                CFG unconditional half): that cross-attention is a constant and is not computed.
+            attention_cache: a dict kept for one generation: the reference keys/values and the zero-audio
+                constants are computed once per layer and reused (sampling only: weights and bank fixed).
+            A ``reference_mask`` given as a Python sequence of bools is split on the host (no device sync).
         Returns:
             :class:`DenoisingUNetOutput` with ``sample [b, C_out, f, h, w]``, or a 1-tuple.
         """
@@ -229,6 +235,16 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                                  f"got {tuple(audio.shape)}")
             tokens = tokens.to(x.dtype)
 
+        reference_rows = None
+        if isinstance(reference_mask, (list, tuple)):
+            reference_rows = tuple(bool(m) for m in reference_mask)
+            if len(reference_rows) != b:
+                raise InputError(f"reference_mask needs one entry per batch element ({b}), got {len(reference_rows)}")
+            reference_mask = None
+        if audio_null_rows is not None:
+            audio_null_rows = tuple(bool(m) for m in audio_null_rows)
+            if len(audio_null_rows) != b:
+                raise InputError(f"audio_null_rows needs one entry per batch element ({b}), got {len(audio_null_rows)}")
         if reference_mask is not None:
             reference_mask = torch.as_tensor(reference_mask, dtype=torch.bool, device=sample.device).reshape(-1)
             if reference_mask.shape[0] != b:
@@ -240,7 +256,8 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
         ctx = EchoAttentionContext(num_frames=f, reference_bank=reference_bank, reference_mask=reference_mask,
                                    reference_dtype=reference_dtype, audio_enabled=audio_enabled,
                                    audio_region_mask=audio_region_mask, region_mask_mode=region_mask_mode,
-                                   latent_size=(h, w))
+                                   latent_size=(h, w), reference_rows=reference_rows,
+                                   audio_null_rows=audio_null_rows, cache=attention_cache)
         x = self._run_levels(x, emb, f, tokens, {"echo_context": ctx})
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
         out = rearrange(x, "(b f) c h w -> b c f h w", f=f)

@@ -15,11 +15,12 @@ from ..errors import InputError
 STEP_SHIFT = 3
 
 
-def check_context(size: int, overlap: int) -> None:
+def check_context(size: int, overlap: int, size_name: str = "context frames",
+                  overlap_name: str = "context overlap") -> None:
     if int(size) < 1:
-        raise InputError(f"context frames must be at least 1 (got {size})")
+        raise InputError(f"{size_name} must be at least 1 (got {size})")
     if int(overlap) < 0 or int(overlap) >= int(size):
-        raise InputError(f"context overlap must be in [0, context frames - 1] = [0, {int(size) - 1}] (got {overlap})")
+        raise InputError(f"{overlap_name} must be in [0, {size_name} - 1] = [0, {int(size) - 1}] (got {overlap})")
 
 
 def uniform_windows(num_frames: int, size: int, overlap: int) -> list[list[int]]:

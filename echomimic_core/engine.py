@@ -1,0 +1,488 @@
+"""The sampling engine of :class:`~echomimic_core.pipeline.EchoMimicPipeline`: plan -> denoise -> decode.
+
+* :meth:`SamplingEngine.plan` - cheap: validates settings and inputs, fixes the length, scheduler, timesteps,
+  windows per step and how they are batched, the initial noise. Nothing heavy has run when it raises.
+* :meth:`SamplingEngine.prepare` - the step-independent work, once: reference latents and ReferenceNet bank,
+  audio features on the device, pose features of as many frames as the memory budget allows, and an empty
+  per-generation attention cache (reference keys/values, zero-audio constants; filled on first use).
+* :meth:`SamplingEngine.denoise_batch` - one denoiser call over a batch of context windows (times two with CFG),
+  :meth:`SamplingEngine.denoise_step` - one timestep: every batch, window average, guidance, one scheduler step
+  over the whole latent.
+* :meth:`SamplingEngine.decode` - VAE decode in chunks, handed out as they come (flat memory).
+
+The speed-ups are exact (same prediction as the one-window-at-a-time path within float rounding; unit tests in
+tests/test_engine.py): several windows per call, pose features once per frame, the reference projections once
+per layer, no audio cross-attention for the unconditional half (a constant), host-side masks so nothing in the
+loop waits for the device.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from .errors import InputError, Interrupted, NumericalError
+from .inputs import fit_reference_image, normalize_audio_features, preprocess_reference
+from .pose_source import PoseSource
+from .profile import Profiler, maybe_phase
+from .sampling import WindowAccumulator, apply_guidance, initial_latents, make_scheduler, shifted_windows, uses_cfg
+from .sampling.context import uniform_windows
+from .sampling.guidance import mask_conditions
+from .sampling.scheduler import step_kwargs
+from .settings import GenerationSettings, video_length
+
+#: CPU: latent tokens (batch x frames x h x w) per denoiser call the automatic window batch aims for. Tiny
+#: windows (the 64x64 demo: 8x8 latents) are batched into a few large calls; big ones run one at a time.
+CPU_TOKENS_PER_CALL = 32768
+#: CPU: decoded pixels per VAE call of the automatic decode chunk (8 frames at 256x256, 1 at 768x768)
+CPU_DECODE_PIXELS = 2**19
+#: CPU: pose-feature cache budget (MiB) when none is given
+CPU_POSE_FEATURE_MB = 64.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report. ``done``/``total`` count units of work over the whole run (every window of
+    every step, then every decoded chunk) so a single bar can show it."""
+
+    phase: str          # "denoise" or "decode"
+    step: int           # 0-based denoising step (steps when decoding)
+    num_steps: int
+    window: int         # windows of this step done so far, or decoded frames so far
+    num_windows: int    # windows per step, or frames to decode
+    done: int
+    total: int
+    timestep: int | None = None
+
+
+@dataclass
+class GenerationResult:
+    """What :meth:`EchoMimicPipeline.generate` returns.
+
+    ``latents`` [1, 4, F, h, w] are the final latents (before ``1/0.18215``), float32 on CPU.
+    ``frames`` is ``None`` when the frames were streamed to ``on_frames`` (or ``decode=False``); otherwise a
+    float32 CPU tensor [F, 3, H, W] in [0, 1]. ``unet_calls`` lists the batch size of every denoiser call.
+    """
+
+    latents: torch.Tensor
+    frames: Optional[torch.Tensor]
+    num_frames: int
+    timesteps: list
+    windows_per_step: list[list[list[int]]]
+    guidance_scale: float
+    seed: int
+    width: int
+    height: int
+    unet_calls: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    settings: Optional[GenerationSettings] = None
+
+
+@dataclass
+class GenerationPlan:
+    """Everything decided before heavy work (see :meth:`SamplingEngine.plan`)."""
+
+    settings: GenerationSettings
+    num_frames: int
+    shape: tuple[int, ...]                  # latent shape [1, C, F, h, w]
+    scheduler: Any
+    timesteps: list                         # the scheduler's timesteps (tensor elements)
+    schedule: list[list[list[int]]]         # windows per step
+    batches: list[list[list[list[int]]]]    # per step: window batches
+    do_cfg: bool
+    image: Any
+    audio: torch.Tensor                     # [F', tokens, C] CPU
+    poses: PoseSource
+    latents: torch.Tensor                   # initial latents, float32 on the device
+    decode_chunk: int
+    pose_feature_frames: int                # frames 0..n-1 get their pose features encoded once
+    notes: list[str]
+    step_kwargs: dict
+
+    @property
+    def total_units(self) -> int:
+        return sum(len(w) for w in self.schedule) + math.ceil(self.num_frames / self.decode_chunk)
+
+
+@dataclass
+class Conditioning:
+    """Step-independent inputs of the denoiser for one generation (see :meth:`SamplingEngine.prepare`)."""
+
+    bank: Any
+    audio: torch.Tensor                     # [F, tokens, C] on the device, compute dtype
+    pose_features: Optional[torch.Tensor]   # [1, C0, n, h, w] of frames 0..n-1, or None
+    cache: Optional[dict]
+
+
+def _timestep_value(t) -> int | float:
+    value = float(t)
+    return int(value) if value.is_integer() else value
+
+
+def _check_finite(latents: torch.Tensor, step: int, steps: int) -> None:
+    if not bool(torch.isfinite(latents).all()):
+        raise NumericalError(f"denoising step {step + 1}/{steps} produced NaN/inf: the model weights hold NaN/inf "
+                             "(run `python -m echomimic_core check --models DIR`) or the guidance scale is far too "
+                             "large for these weights")
+
+
+def _check_cancel(cancel: Callable[[], Any] | None) -> None:
+    if cancel is not None and cancel():
+        raise Interrupted("generation cancelled")
+
+
+class SamplingEngine:
+    """The generation loop, mixed into :class:`EchoMimicPipeline` (which provides the networks, ``device``,
+    ``dtype``, ``variant``, ``encode_*``, ``reference_bank``, ``decode_latents``)."""
+
+    # -- automatic sizes ---------------------------------------------------------------------------
+    def _free_bytes(self) -> Optional[int]:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free)
+        return None
+
+    def auto_window_batch(self, tokens_per_window: int, num_windows: int) -> int:
+        """Windows per denoiser call: on CPU up to :data:`CPU_TOKENS_PER_CALL` latent tokens; on CUDA what
+        half the free memory holds at a conservative activation estimate per token."""
+        free = self._free_bytes()
+        if free is None:
+            batch = CPU_TOKENS_PER_CALL // max(1, tokens_per_window)
+        else:
+            c0 = int(getattr(getattr(self.denoising_unet, "config", None), "block_out_channels", [320])[0])
+            per_token = 48 * c0 * torch.finfo(self.dtype).bits // 8
+            batch = int(0.5 * free) // max(1, per_token * tokens_per_window)
+        return max(1, min(num_windows, batch))
+
+    def auto_decode_chunk(self, width: int, height: int) -> int:
+        free = self._free_bytes()
+        if free is None:
+            chunk = CPU_DECODE_PIXELS // (width * height)
+        else:
+            c0 = int(getattr(getattr(self.vae, "config", None), "block_out_channels", [128])[0])
+            per_frame = 8 * c0 * width * height * torch.finfo(self._module_dtype(self.vae)).bits // 8
+            chunk = int(0.5 * free) // max(1, per_frame)
+        return max(1, min(16, chunk))
+
+    def auto_pose_feature_mb(self) -> float:
+        free = self._free_bytes()
+        return CPU_POSE_FEATURE_MB if free is None else min(4096.0, 0.1 * free / 2**20)
+
+    # -- plan ----------------------------------------------------------------------------------------
+    def plan(self, reference_image: Any, audio_features: Any, poses: Any, settings: GenerationSettings,
+             latents: torch.Tensor | None = None) -> GenerationPlan:
+        """Validate everything cheap and decide the run (raises :class:`InputError` before heavy work)."""
+        s = settings.checked(self.variant)
+        factor = self.vae_scale_factor
+        if s.width % factor or s.height % factor:
+            raise InputError(f"width and height must be multiples of the VAE scale factor {factor} "
+                             f"(got {s.width}x{s.height})")
+        audio = normalize_audio_features(audio_features)
+        pose_source = PoseSource(poses, s.width, s.height, cache_bytes=int(float(s.pose_cache_mb) * 2**20))
+        n = video_length(s.num_frames, audio.shape[0], pose_source.length)
+        motion_max = _motion_max_frames(self.denoising_unet)
+        if motion_max is not None and min(s.context_frames, n) > motion_max:
+            raise InputError(f"context frames {s.context_frames} exceed the motion module's position table "
+                             f"({motion_max} frames)")
+        image, notes = fit_reference_image(reference_image, s.width, s.height)
+
+        scheduler = make_scheduler(self.scheduler_kwargs, s.scheduler)
+        scheduler.set_timesteps(s.steps, device="cpu")
+        timesteps = list(scheduler.timesteps)
+        h8, w8 = s.height // factor, s.width // factor
+        channels = getattr(getattr(self.denoising_unet, "config", None), "in_channels", None) \
+            or getattr(self.denoising_unet, "in_channels", 4)
+        shape = (1, int(channels), n, h8, w8)
+        generator = torch.Generator("cpu").manual_seed(s.seed)
+        if latents is None:
+            latents = initial_latents(shape, generator, dtype=self.dtype, device="cpu",
+                                      init_noise_sigma=float(scheduler.init_noise_sigma))
+        elif tuple(latents.shape) != shape:
+            raise InputError(f"initial latents must have shape {shape} (got {tuple(latents.shape)})")
+        latents = latents.detach().float().to(self.device)  # small; stepped in float32 for the whole video
+
+        base = uniform_windows(n, s.context_frames, s.context_overlap)
+        schedule = [shifted_windows(base, i, n) for i in range(len(timesteps))]
+        do_cfg = uses_cfg(s.guidance_scale)
+        size = len(base[0])
+        per_window = (2 if do_cfg else 1) * size * h8 * w8
+        batch = s.window_batch_size or self.auto_window_batch(per_window, len(base))
+        batches = [[windows[k:k + batch] for k in range(0, len(windows), batch)] for windows in schedule]
+        chunk = s.decode_chunk_size or self.auto_decode_chunk(s.width, s.height)
+        budget = self.auto_pose_feature_mb() if s.pose_feature_cache_mb is None else float(s.pose_feature_cache_mb)
+        c0 = _pose_channels(self.pose_encoder)
+        per_frame = (c0 or 1) * h8 * w8 * torch.finfo(self._module_dtype(self.pose_encoder)).bits // 8
+        pose_frames = min(n, int(budget * 2**20) // per_frame) if c0 else 0
+        return GenerationPlan(
+            settings=s.replace(decode_chunk_size=chunk, window_batch_size=batch, pose_feature_cache_mb=budget),
+            num_frames=n, shape=shape, scheduler=scheduler, timesteps=timesteps, schedule=schedule,
+            batches=batches, do_cfg=do_cfg, image=image, audio=audio, poses=pose_source, latents=latents,
+            decode_chunk=chunk, pose_feature_frames=pose_frames, notes=notes,
+            step_kwargs=step_kwargs(s.scheduler, generator))
+
+    # -- prepare -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare(self, plan: GenerationPlan, profiler: Profiler | None = None) -> Conditioning:
+        s = plan.settings
+        with maybe_phase(profiler, "reference"):
+            ref_latents = self.encode_reference_pixels(preprocess_reference(plan.image, s.width, s.height))
+            bank = self.reference_bank(ref_latents)
+            del ref_latents
+        audio = plan.audio[:plan.num_frames].to(self.device, self.dtype)  # small: [F, tokens, C]
+        features = None
+        if plan.pose_feature_frames > 0:
+            with maybe_phase(profiler, "poses"):
+                n = plan.pose_feature_frames
+                chunk = max(1, plan.settings.context_frames)
+                features = torch.cat([self.encode_poses(plan.poses.images(range(k, min(n, k + chunk))))
+                                      .to(self.device, self.dtype) for k in range(0, n, chunk)], dim=2)
+        return Conditioning(bank=bank, audio=audio, pose_features=features,
+                            cache={} if s.cache_reference_kv else None)
+
+    # -- denoise -------------------------------------------------------------------------------------
+    def _pose_features(self, plan: GenerationPlan, cond: Conditioning, windows: list[list[int]],
+                       profiler: Profiler | None) -> torch.Tensor:
+        """Pose features ``[B, C0, f, h, w]`` of a window batch: cached frames gathered, the others drawn and
+        encoded (once per frame of the batch; the PoseEncoder works frame by frame, so this is exact)."""
+        frames = [k for w in windows for k in w]
+        B, f = len(windows), len(windows[0])
+        n = plan.pose_feature_frames if cond.pose_features is not None else 0
+        if n and max(frames) < n:
+            idx = torch.tensor(frames, dtype=torch.long).to(self.device)
+            flat = cond.pose_features.index_select(2, idx)
+        else:
+            with maybe_phase(profiler, "poses"):
+                fresh_ids = sorted({k for k in frames if k >= n})
+                fresh = self.encode_poses(plan.poses.images(fresh_ids)).to(self.device, self.dtype)
+                if not n:
+                    pos = {k: i for i, k in enumerate(fresh_ids)}
+                    flat = fresh.index_select(2, torch.tensor([pos[k] for k in frames]).to(self.device))
+                else:
+                    flat = fresh.new_empty(fresh.shape[:2] + (len(frames),) + fresh.shape[3:])
+                    pos = {k: i for i, k in enumerate(fresh_ids)}
+                    old = [j for j, k in enumerate(frames) if k < n]
+                    new = [j for j, k in enumerate(frames) if k >= n]
+                    if old:
+                        src = torch.tensor([frames[j] for j in old]).to(self.device)
+                        flat[:, :, torch.tensor(old).to(self.device)] = cond.pose_features.index_select(2, src)
+                    flat[:, :, torch.tensor(new).to(self.device)] = fresh.index_select(
+                        2, torch.tensor([pos[frames[j]] for j in new]).to(self.device))
+        return flat.unflatten(2, (B, f))[0].transpose(0, 1)  # [1, C0, B*f, h, w] -> [B, C0, f, h, w]
+
+    @torch.no_grad()
+    def denoise_batch(self, plan: GenerationPlan, cond: Conditioning, timestep, model_input: torch.Tensor,
+                      windows: list[list[int]], profiler: Profiler | None = None) -> torch.Tensor:
+        """One denoiser call over B windows of ``model_input`` ``[1, C, F, h, w]`` -> v-prediction
+        ``[branches * B, C, f, h, w]``, ordered ``[uncond w1..wB, cond w1..wB]`` with CFG."""
+        B, f = len(windows), len(windows[0])
+        idx = torch.tensor([k for w in windows for k in w], dtype=torch.long).to(self.device)
+        x = model_input.index_select(2, idx).unflatten(2, (B, f))[0].transpose(0, 1).to(self.dtype)
+        a = cond.audio.index_select(0, idx).unflatten(0, (B, f))          # [B, f, tokens, C]
+        p = self._pose_features(plan, cond, windows, profiler)
+        null_rows = None
+        if plan.do_cfg:
+            keep = [False] * B + [True] * B
+            x = torch.cat([x, x])
+            a, p, mask = mask_conditions(torch.cat([a, a]), torch.cat([p, p]), keep)
+            if plan.settings.skip_uncond_audio:
+                null_rows = [not k for k in keep]
+        else:
+            mask = (True,) * B
+        return self._denoiser_call(x, timestep, a, p, cond.bank, mask, null_rows, cond.cache)
+
+    def _denoiser_call(self, sample, timestep, audio, pose_features, bank, mask, null_rows, cache):
+        kwargs = dict(audio=audio, pose_features=pose_features, reference_bank=bank, reference_mask=mask,
+                      reference_dtype=self.bank_dtype)
+        if null_rows is not None:
+            kwargs["audio_null_rows"] = null_rows
+        if cache is not None:
+            kwargs["attention_cache"] = cache
+        net = self._compiled_denoiser() if self._compile else None
+        if net is not None:
+            try:
+                return net(sample, timestep, **kwargs).sample
+            except Exception as exc:  # noqa: BLE001 - any compile failure: fall back to eager, once
+                warnings.warn(f"torch.compile of the denoiser failed ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); running it eagerly",
+                              stacklevel=2)
+                self._compile = False
+        return self.denoising_unet(sample, timestep, **kwargs).sample
+
+    def _compiled_denoiser(self):
+        if getattr(self, "_compiled", None) is None:
+            try:
+                self._compiled = torch.compile(self.denoising_unet)
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"torch.compile is unavailable ({type(exc).__name__}: {exc}); running eagerly",
+                              stacklevel=3)
+                self._compile = False
+                return None
+        return self._compiled
+
+    @torch.no_grad()
+    def denoise_step(self, plan: GenerationPlan, cond: Conditioning, i: int, latents: torch.Tensor, *,
+                     result: GenerationResult | None = None, cancel=None, on_batch=None,
+                     profiler: Profiler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timestep ``i``: every window batch, per-frame average, guidance, one ``scheduler.step`` over the
+        whole latent (multistep schedulers keep state across calls). Returns ``(noise_pred, latents)``."""
+        t = plan.timesteps[i]
+        scheduler = plan.scheduler
+        model_input = scheduler.scale_model_input(latents, t)
+        t_dev = t.to(self.device)
+        acc = WindowAccumulator(2 if plan.do_cfg else 1, plan.shape, device=self.device, dtype=torch.float32,
+                                windows=plan.schedule[i])
+        trim = self.device.type == "cpu"
+        for windows in plan.batches[i]:
+            _check_cancel(cancel)
+            pred = self.denoise_batch(plan, cond, t_dev, model_input, windows, profiler)
+            if result is not None:
+                result.unet_calls.append(int(pred.shape[0]))
+            acc.add_batch(windows, pred.float())
+            del pred
+            if trim:
+                _trim_heap()
+            if on_batch is not None:
+                on_batch(len(windows))
+        del model_input
+        noise_pred = apply_guidance(acc.mean_(), plan.settings.guidance_scale, inplace=True)
+        latents = scheduler.step(noise_pred, t, latents, **plan.step_kwargs).prev_sample
+        return noise_pred, latents
+
+    # -- decode --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, plan: GenerationPlan, latents: torch.Tensor, on_frames=None, cancel=None, on_chunk=None,
+               profiler: Profiler | None = None) -> Optional[torch.Tensor]:
+        """Decode ``plan.decode_chunk`` frames at a time; frames go to ``on_frames`` as they come (returns
+        None) or are collected (returns ``[F, 3, H, W]``)."""
+        collected: list[torch.Tensor] | None = [] if on_frames is None else None
+        decoded = 0
+        trim = self.device.type == "cpu"
+        for _, frames in self.decode_latents(latents, plan.decode_chunk):
+            _check_cancel(cancel)
+            with maybe_phase(profiler, "write"):
+                if on_frames is not None:
+                    on_frames(frames)
+                else:
+                    collected.append(frames)
+            decoded += frames.shape[0]
+            del frames
+            if trim:
+                _trim_heap()
+            if on_chunk is not None:
+                on_chunk(decoded)
+        return torch.cat(collected) if collected is not None else None
+
+    # -- the whole run ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, plan: GenerationPlan, *, decode: bool = True, on_frames=None, on_progress=None, cancel=None,
+            callback_on_step_end=None, profiler: Profiler | None = None) -> GenerationResult:
+        s = plan.settings
+        for note in plan.notes:
+            warnings.warn(note, stacklevel=3)
+        _check_cancel(cancel)
+        self._compile = s.compile
+        steps = len(plan.timesteps)
+        total = plan.total_units if decode else sum(len(w) for w in plan.schedule)
+        result = GenerationResult(latents=plan.latents, frames=None, num_frames=plan.num_frames,
+                                  timesteps=[_timestep_value(t) for t in plan.timesteps],
+                                  windows_per_step=plan.schedule, guidance_scale=s.guidance_scale, seed=s.seed,
+                                  width=s.width, height=s.height, warnings=list(plan.notes), settings=s)
+        done = 0
+        cond = self.prepare(plan, profiler)
+        latents = plan.latents
+        try:
+            with maybe_phase(profiler, "denoise"):
+                for i in range(steps):
+                    state = {"window": 0}
+
+                    def on_batch(count, i=i, state=state):
+                        nonlocal done
+                        done += count
+                        state["window"] += count
+                        if on_progress is not None:
+                            on_progress(Progress("denoise", i, steps, state["window"], len(plan.schedule[i]),
+                                                 done, total, result.timesteps[i]))
+
+                    noise_pred, latents = self.denoise_step(plan, cond, i, latents, result=result, cancel=cancel,
+                                                            on_batch=on_batch, profiler=profiler)
+                    if callback_on_step_end is not None:
+                        out = callback_on_step_end(self, i, result.timesteps[i],
+                                                   {"latents": latents, "noise_pred": noise_pred})
+                        if out and out.get("latents") is not None:
+                            latents = out["latents"].detach().float().to(self.device)
+                    del noise_pred
+                    _check_finite(latents, i, steps)  # one sync per step: stop at once instead of a black video
+        finally:
+            del cond
+        result.latents = latents.cpu()
+        if not decode:
+            return result
+
+        def on_chunk(decoded):
+            nonlocal done
+            done += 1
+            if on_progress is not None:
+                on_progress(Progress("decode", steps, steps, decoded, plan.num_frames, done, total))
+
+        with maybe_phase(profiler, "decode"):
+            result.frames = self.decode(plan, latents, on_frames=on_frames, cancel=cancel, on_chunk=on_chunk,
+                                        profiler=profiler)
+        if profiler is not None:
+            profiler.frames = plan.num_frames
+        return result
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+def _pose_channels(pose_encoder) -> Optional[int]:
+    config = getattr(pose_encoder, "config", None)
+    c0 = getattr(config, "conditioning_embedding_channels", None) if config is not None else None
+    if c0 is None:
+        out = getattr(pose_encoder, "conv_out", None) or getattr(pose_encoder, "conv", None)
+        c0 = getattr(out, "out_channels", None)
+    return int(c0) if c0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    try:
+        import ctypes
+
+        return getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``) after each CPU window batch / decode chunk,
+    so that allocator fragmentation does not make the peak RSS creep up with the number of windows (measured by
+    bench/memory.py). No-op without glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _motion_max_frames(unet) -> int | None:
+    """Longest window the motion modules' position table allows (None without motion modules)."""
+    kwargs = getattr(unet, "unet_additional_kwargs", None) or {}
+    motion = kwargs.get("motion_module_kwargs") or {}
+    if not kwargs.get("use_motion_module", False) or not motion.get("temporal_position_encoding", False):
+        return None
+    return int(motion["temporal_position_encoding_max_len"])
+
+
+def settings_from_kwargs(settings: GenerationSettings | None, **kwargs) -> GenerationSettings:
+    """``settings`` (default: defaults) with any non-None keyword overrides (the legacy keyword API)."""
+    base = settings or GenerationSettings()
+    changes = {k: v for k, v in kwargs.items() if v is not None}
+    return base.replace(**changes) if changes else base
+
+
+__all__ = ["Conditioning", "GenerationPlan", "GenerationResult", "Progress", "SamplingEngine",
+           "settings_from_kwargs"]
