@@ -12,7 +12,7 @@ import torch
 
 from echomimic_core.__main__ import main
 from echomimic_core.lora import save_lora
-from test_lora import random_lora
+from support.lora import random_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_lora import random_lora
-from test_nodes_helpers import audio_dict, comfy_dirs, image_tensor, load_pack, node_module  # noqa: F401
+from support.lora import random_lora
+from support.comfy import audio_dict, comfy_dirs, image_tensor, load_pack, node_module  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ARGS = dict(seed=7, steps=2, cfg=2.5, context_frames=12, context_overlap=3, width=64, height=64, length=4)
@@ -21,7 +21,7 @@ def run(node_id, *args, **kwargs):
 def _classes():
     import importlib
 
-    from test_nodes_helpers import PACK_MODULE
+    from support.comfy import PACK_MODULE
 
     load_pack()
     return importlib.import_module(f"{PACK_MODULE}.nodes").NODE_CLASS_MAPPINGS

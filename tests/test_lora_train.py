@@ -57,7 +57,7 @@ def _lora_state(tr):
 def test_lora_training_lowers_the_loss_and_the_file_reproduces_the_trained_network(tmp_path, weights, dataset):
     from echomimic_core.checkpoints import load_models
     from echomimic_core.lora import apply_loras, load_lora
-    from test_lora import predict
+    from support.lora import predict
     from train.export import main as export_main
 
     tr = _trainer(lora_cfg(tmp_path / "run", weights, dataset))

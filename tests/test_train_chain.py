@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from test_train_run import _train, tiny_cfg
+from support.train import tiny_cfg, train_run as _train
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from test_train_preprocess import FakeExtractor, _write_video
+from support.preprocess import FakeExtractor, write_video as _write_video
 from train import data as D
 from train.clip_video import Mp4Frames, write_frames_mp4
 from train.preprocess import preprocess

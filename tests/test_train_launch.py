@@ -14,7 +14,8 @@ import pytest
 import torch
 import yaml
 
-from test_train_run import REPO, _fresh_accelerate, tiny_cfg
+from support.paths import REPO
+from support.train import fresh_accelerate as _fresh_accelerate, tiny_cfg
 from train.phases import load_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ import csv
 import pytest
 import torch
 
-from test_train_run import _train, tiny_cfg
+from support.train import tiny_cfg, train_run as _train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -69,7 +69,7 @@ def test_renders_every_n_steps_with_ema_weights_and_training_is_unchanged(tmp_pa
 
 def test_validation_inputs_are_fixed_and_a_bad_clip_fails_clearly(tmp_path, weights, dataset):
     from train.apdh import Trainer
-    from test_train_run import _fresh_accelerate
+    from support.train import fresh_accelerate as _fresh_accelerate
     from train.monitor import Monitor
 
     _fresh_accelerate()
