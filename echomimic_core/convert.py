@@ -21,10 +21,12 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from .checkpoints import PICKLE_SUFFIXES, read_state_dict, save_state_dict, verify_identical
 from .errors import CheckpointError, EchoMimicError, NotAStateDictError
 
-__all__ = ["convert_file", "convert_folder", "verify_identical", "main"]
+# echomimic_core.checkpoints (torch, diffusers: seconds to import) is imported where it is used, so that
+# `--help` and usage errors answer at once
+
+__all__ = ["convert_file", "convert_folder", "main"]
 
 
 def _target(src: Path, to: str) -> Path:
@@ -36,6 +38,8 @@ def _target(src: Path, to: str) -> Path:
 
 def convert_file(src: Path, dst: Path) -> int:
     """Convert one state-dict file (format chosen by ``dst``'s suffix); returns the number of tensors."""
+    from .checkpoints import read_state_dict, save_state_dict
+
     sd = read_state_dict(src)
     save_state_dict(sd, dst, verify=True)
     return len(sd)
@@ -43,6 +47,8 @@ def convert_file(src: Path, dst: Path) -> int:
 
 def _read_if_state_dict(path: Path):
     """The state dict, or None for a readable file that is not a plain state dict (copied as is)."""
+    from .checkpoints import read_state_dict
+
     try:
         return read_state_dict(path)
     except NotAStateDictError:
@@ -53,6 +59,8 @@ def convert_folder(src: Path, dst: Path, to: str = "safetensors", overwrite: boo
                    log=print) -> List[Tuple[Path, Path, str]]:
     """Convert every state-dict file of ``src`` to format ``to`` under ``dst``; copy everything else.
     Returns ``(source, destination, action)`` rows."""
+    from .checkpoints import PICKLE_SUFFIXES, save_state_dict
+
     src, dst = Path(src), Path(dst)
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise CheckpointError(f"{dst}: the destination must not be the source folder or inside it")

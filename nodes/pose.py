@@ -66,13 +66,22 @@ def list_pose_sources() -> list[str]:
     return found or [f"{_comfy.POSE_INPUT_SUBDIR}/(put pose folders here)"]
 
 
+#: set to 1 to let Load Poses' ``path`` widget read pose files outside ComfyUI's input folder
+ALLOW_PATHS_ENV = "ECHOMIMIC_ALLOW_POSE_PATHS"
+
+
 def resolve_pose_source(pose_source: str, path: str = "") -> str:
-    if path and path.strip():
-        return os.path.expanduser(path.strip())
-    base = os.path.abspath(_comfy.input_directory())
-    full = os.path.normpath(os.path.join(base, pose_source))
-    if os.path.commonpath([full, base]) != base:
-        raise ValueError(f"pose source {pose_source!r} is outside the input folder")
+    """The pose file/folder a Load Poses node names. A workflow is untrusted input: every path resolves
+    (symlinks included) inside ComfyUI's input folder, checked before anything is looked up, so a workflow
+    can neither probe which paths exist nor read a file elsewhere; paths outside only with the
+    ``ECHOMIMIC_ALLOW_POSE_PATHS=1`` opt-in of whoever starts the server."""
+    base = os.path.realpath(_comfy.input_directory())
+    custom = bool(path and path.strip())
+    full = os.path.realpath(os.path.expanduser(path.strip()) if custom else os.path.join(base, pose_source))
+    if os.path.commonpath([full, base]) != base and not (custom and os.environ.get(ALLOW_PATHS_ENV) == "1"):
+        raise ValueError(f"EchoMimicV2 Load Poses: pose paths must lie inside ComfyUI's input folder {base} "
+                         f"(symlinks are resolved); move the poses to {os.path.join(base, _comfy.POSE_INPUT_SUBDIR)}/ "
+                         f"or start ComfyUI with {ALLOW_PATHS_ENV}=1 to allow other paths")
     if not os.path.exists(full):
         raise FileNotFoundError(
             f"EchoMimicV2 Load Poses: {full} does not exist. Put an official pose folder (0.npy, 1.npy, ...) "
@@ -133,7 +142,8 @@ class EchoMimicV2LoadPoses(io.ComfyNode):
                 io.Float.Input("fps", default=24.0, min=1.0, max=120.0, step=0.01,
                                tooltip="Frame rate the sequence was made for (official demo poses: 24)."),
                 _comfy.advanced(io.String.Input("path", default="", optional=True, tooltip=(
-                    "Absolute path of a pose folder/file; overrides pose_source when not empty."))),
+                    "Path of a pose folder/file inside ComfyUI's input folder; overrides pose_source when not empty "
+                    "(paths elsewhere need ECHOMIMIC_ALLOW_POSE_PATHS=1 when ComfyUI starts)."))),
             ],
             outputs=[_comfy.Poses.Output("poses", display_name="poses", tooltip="The pose sequence."),
                      io.Int.Output("frame_count", display_name="frame_count", tooltip="Frames in the sequence.")],

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from echomimic_core.checkpoints import find_model_files, load_models, read_state_dict
-from echomimic_core.convert import main, verify_identical
+from echomimic_core.checkpoints import verify_identical
+from echomimic_core.convert import main
 from echomimic_core.errors import CheckpointError
 
 STATE_FILES = ("reference_unet", "denoising_unet", "motion_module", "pose_encoder")

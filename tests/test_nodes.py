@@ -226,12 +226,34 @@ def test_load_poses_from_the_input_folder(comfy_dirs):
     seq, n = node.execute("echomimic_poses/01", 24.0).args
     assert n == 48 == len(seq)
     assert node.fingerprint_inputs("echomimic_poses/01", 24.0) == node.fingerprint_inputs("echomimic_poses/01", 24.0)
-    seq2, n2 = node.execute("ignored", 25.0, path=str(MEDIA / "pose" / "fight")).args
+    inside = comfy_dirs["input"] / "echomimic_poses" / "01"
+    seq2, n2 = node.execute("ignored", 25.0, path=str(inside)).args
     assert n2 == 48 and seq2.fps == 25.0
     with pytest.raises(FileNotFoundError, match="echomimic_poses"):
         node.execute("echomimic_poses/missing", 24.0)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="inside ComfyUI's input folder"):
         node.execute("../../etc", 24.0)
+
+
+def test_load_poses_path_is_confined_to_the_input_folder(comfy_dirs, monkeypatch, tmp_path):
+    """An untrusted workflow can neither read nor probe paths outside input/ (symlinks resolved); the
+    server's owner may opt in to other paths."""
+    node = nodes()["EchoMimicV2LoadPoses"]
+    outside = MEDIA / "pose" / "fight"
+    monkeypatch.delenv("ECHOMIMIC_ALLOW_POSE_PATHS", raising=False)
+    for path in (str(outside), str(tmp_path / "does_not_exist")):  # same answer whether it exists or not
+        with pytest.raises(ValueError, match="inside ComfyUI's input folder") as info:
+            node.execute("ignored", 24.0, path=path)
+        assert "does not exist" not in str(info.value)
+    link = comfy_dirs["input"] / "echomimic_poses" / "escape"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        with pytest.raises(ValueError, match="symlinks are resolved"):
+            node.execute("echomimic_poses/escape", 24.0)
+        monkeypatch.setenv("ECHOMIMIC_ALLOW_POSE_PATHS", "1")
+        assert node.execute("ignored", 24.0, path=str(outside)).args[1] == 48
+    finally:
+        link.unlink()
 
 
 def test_load_poses_reads_our_file_format(comfy_dirs):

@@ -6,25 +6,58 @@
 * :class:`PoseEncoder` — hand-pose image encoder.
 * :class:`VanillaTemporalModule` — AnimateDiff motion module.
 * Attention processors and :class:`EchoAttentionContext` in :mod:`.attention`.
+
+Names are exported lazily (PEP 562): importing ``echomimic_core.models.configs`` (plain dicts and numbers,
+used by the settings and the CLI's argument checks) must not import torch and diffusers, which take
+seconds; each network module loads on the first use of one of its names.
 """
 
-from .attention import (AudioCrossAttnProcessor, EchoAttentionContext, ReferenceBank, ReferenceReadProcessor,
-                        ReferenceWriteProcessor, SelfAttnProcessor, official_reference_order)
-from .configs import (AUDIO_FEATURE_RATIO, LATENT_SCALE, OFFICIAL_NOISE_SCHEDULER_KWARGS, OFFICIAL_POSE_ENCODER_KWARGS,
-                      OFFICIAL_UNET_ADDITIONAL_KWARGS, SD_IMAGE_VARIATIONS_UNET_CONFIG, SD_VAE_FT_MSE_CONFIG,
-                      denoising_unet_config, reference_unet_config)
-from .denoising_unet import (MOTION_MODULE_KEY, DenoisingUNet3DModel, DenoisingUNetOutput, is_audio_attention_key,
-                             is_motion_module_key, reference_pairing, split_motion_state_dict)
-from .motion_module import MotionModules, VanillaTemporalModule
-from .pose_encoder import PoseEncoder
-from .reference_unet import ReferenceUNet2DModel, ReferenceUNetOutput
+from __future__ import annotations
 
-__all__ = [
-    "AudioCrossAttnProcessor", "EchoAttentionContext", "ReferenceBank", "ReferenceReadProcessor",
-    "ReferenceWriteProcessor", "SelfAttnProcessor", "official_reference_order",
-    "AUDIO_FEATURE_RATIO", "LATENT_SCALE", "OFFICIAL_NOISE_SCHEDULER_KWARGS", "OFFICIAL_POSE_ENCODER_KWARGS",
-    "OFFICIAL_UNET_ADDITIONAL_KWARGS", "SD_IMAGE_VARIATIONS_UNET_CONFIG", "SD_VAE_FT_MSE_CONFIG", "denoising_unet_config", "reference_unet_config",
-    "MOTION_MODULE_KEY", "DenoisingUNet3DModel", "DenoisingUNetOutput", "is_motion_module_key", "is_audio_attention_key",
-    "reference_pairing", "split_motion_state_dict", "MotionModules", "VanillaTemporalModule", "PoseEncoder",
-    "ReferenceUNet2DModel", "ReferenceUNetOutput",
-]
+import importlib
+
+_EXPORTS = {
+    "AudioCrossAttnProcessor": "attention",
+    "EchoAttentionContext": "attention",
+    "ReferenceBank": "attention",
+    "ReferenceReadProcessor": "attention",
+    "ReferenceWriteProcessor": "attention",
+    "SelfAttnProcessor": "attention",
+    "official_reference_order": "attention",
+    "AUDIO_FEATURE_RATIO": "configs",
+    "LATENT_SCALE": "configs",
+    "OFFICIAL_NOISE_SCHEDULER_KWARGS": "configs",
+    "OFFICIAL_POSE_ENCODER_KWARGS": "configs",
+    "OFFICIAL_UNET_ADDITIONAL_KWARGS": "configs",
+    "SD_IMAGE_VARIATIONS_UNET_CONFIG": "configs",
+    "SD_VAE_FT_MSE_CONFIG": "configs",
+    "denoising_unet_config": "configs",
+    "reference_unet_config": "configs",
+    "MOTION_MODULE_KEY": "denoising_unet",
+    "DenoisingUNet3DModel": "denoising_unet",
+    "DenoisingUNetOutput": "denoising_unet",
+    "is_audio_attention_key": "denoising_unet",
+    "is_motion_module_key": "denoising_unet",
+    "reference_pairing": "denoising_unet",
+    "split_motion_state_dict": "denoising_unet",
+    "MotionModules": "motion_module",
+    "VanillaTemporalModule": "motion_module",
+    "PoseEncoder": "pose_encoder",
+    "ReferenceUNet2DModel": "reference_unet",
+    "ReferenceUNetOutput": "reference_unet",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

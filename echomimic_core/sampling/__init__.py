@@ -4,14 +4,34 @@
 * :mod:`.context`   - the closed-loop "uniform" context-window schedule with the per-step shift.
 * :mod:`.latents`   - seeded initial noise exactly as the official pipeline draws it.
 * :mod:`.guidance`  - window accumulation and classifier-free guidance.
+
+Names are exported lazily (PEP 562), like :mod:`echomimic_core.models`: the settings checks import
+``.context`` and ``.scheduler`` without paying for torch.
 """
 
-from .context import shifted_windows, uniform_windows, window_schedule
-from .guidance import WindowAccumulator, apply_guidance, uses_cfg
-from .latents import initial_latents
-from .scheduler import OFFICIAL_SCHEDULER_KWARGS, PRESETS, Preset, get_preset, make_scheduler
+from __future__ import annotations
 
-__all__ = [
-    "OFFICIAL_SCHEDULER_KWARGS", "PRESETS", "Preset", "WindowAccumulator", "apply_guidance", "get_preset",
-    "initial_latents", "make_scheduler", "shifted_windows", "uniform_windows", "uses_cfg", "window_schedule",
-]
+import importlib
+
+_EXPORTS = {
+    "shifted_windows": "context", "uniform_windows": "context", "window_schedule": "context",
+    "WindowAccumulator": "guidance", "apply_guidance": "guidance", "uses_cfg": "guidance",
+    "initial_latents": "latents",
+    "OFFICIAL_SCHEDULER_KWARGS": "scheduler", "PRESETS": "scheduler", "Preset": "scheduler",
+    "get_preset": "scheduler", "make_scheduler": "scheduler",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
