@@ -121,3 +121,15 @@ def test_long_clip_with_few_frames_costs_a_short_clips_memory(inputs, tmp_path):
         assert code == "0", proc.stderr
         peaks[name] = int(peak_kb) / 1024
     assert peaks["long"] <= 1.3 * peaks["short"], peaks
+
+
+def test_silence_is_one_warning_line(inputs, tmp_path, capsys):
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(np.zeros(16000, "<i2").tobytes())
+    assert main(_argv(inputs, tmp_path / "s.mp4", "--max-frames", "2", audio=silent)) == 0
+    err = capsys.readouterr().err
+    assert err.count("is silent") == 1 and "warning: audio file" in err and "UserWarning" not in err
