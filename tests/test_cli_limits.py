@@ -133,3 +133,11 @@ def test_silence_is_one_warning_line(inputs, tmp_path, capsys):
     assert main(_argv(inputs, tmp_path / "s.mp4", "--max-frames", "2", audio=silent)) == 0
     err = capsys.readouterr().err
     assert err.count("is silent") == 1 and "warning: audio file" in err and "UserWarning" not in err
+
+
+def test_check_offers_the_safetensors_conversion(fixtures, capsys):
+    from echomimic_core.commands.check import report_folder
+
+    assert report_folder(fixtures / "weights", load=True) == 0
+    out = capsys.readouterr().out
+    assert "loads OK" in out and f"python -m echomimic_core.convert {fixtures / 'weights'}" in out

@@ -125,4 +125,14 @@ def report_folder(folder: Path, load: bool, check_finite: bool = True) -> int:
               + ", ".join(f"{k} {v:,} params" for k, v in counts.items()))
         print(f"       denoiser keys by source: {report.sources if report else {}}")
         del models
+        _offer_safetensors(files)
     return status
+
+
+def _offer_safetensors(files) -> None:
+    """Pickled weight files load more slowly, cannot be paged by ComfyUI's dynamic VRAM and need the
+    weights_only unpickler: point at the verified one-command conversion."""
+    pickled = [p for p in (getattr(files, k) for k in files.REQUIRED) if p is not None and Path(p).suffix in (".pth", ".pt", ".bin", ".ckpt")]
+    if pickled:
+        print(f"       {len(pickled)} weight file(s) are pickles (.pth/.bin); safetensors load faster and page in "
+              f"ComfyUI: python -m echomimic_core.convert {files.weights_dir} {Path(files.weights_dir).name}_safetensors")
