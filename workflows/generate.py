@@ -163,7 +163,7 @@ def graph_accelerated() -> dict:
         # the sampler's steps/cfg and context come from these small option nodes
         8: ("EchoMimicV2SamplerPreset", (840, 260), {"preset": "acc"}, None),
         9: ("EchoMimicV2ContextOptions", (840, 420),
-            {"context_frames": 12, "context_overlap": 3, "decode_batch": 4}, None),
+            {"context_frames": 12, "context_overlap": 3, "decode_batch": 4, "window_batch": 0}, None),
     })
     return g
 
@@ -188,11 +188,37 @@ def graph_embedded_demo() -> dict:
     }
 
 
+def graph_audio_only() -> dict:
+    """Reference image + audio alone (no pose file): hand poses generated from the speech by the embedded
+    gesture model, anchored on the reference person; runs out of the box on the embedded demo model."""
+    return {
+        1: ("EchoMimicV2DemoInputs", (40, 40), {}, None),
+        2: ("EchoMimicV2ModelLoader", (40, 300),
+            {"model_folder": "(embedded demo)", "variant": "normal", "dtype": "auto", "device": "auto",
+             "offload": "keep_loaded"}, None),
+        3: ("EchoMimicV2AudioEncoder", (440, 40), {"models": (2, 0), "audio": (1, 1), "fps": 24.0}, None),
+        4: ("EchoMimicV2GesturesFromAudio", (440, 260),
+            {"audio_features": (3, 0), "reference": (1, 0), "mode": "audio", "seed": 0, "motion_amount": 1.0,
+             "backend": "mediapipe", "max_frames": 0, "gesture_model": ""}, "Gestures from the speech"),
+        5: ("EchoMimicV2Sampler", (840, 40),
+            {"models": (2, 0), "reference": (1, 0), "audio_features": (3, 0), "poses": (4, 0),
+             "seed": 0, "steps": 20, "cfg": 2.0, "context_frames": 12, "context_overlap": 3,
+             "width": 64, "height": 64, "length": 0}, None),
+        6: ("EchoMimicV2VideoCombine", (1240, 40), {"images": (5, 0), "fps": (5, 1), "audio": (1, 1)}, None),
+        7: ("SaveVideo", (1640, 40), {"video": (6, 0), "filename_prefix": "echomimic_v2/audio_only",
+                                      "format": "auto", "codec": "auto"}, None),
+        8: ("EchoMimicV2PosePreview", (840, 460),
+            {"poses": (4, 0), "width": 256, "height": 256, "parts": "hands (model input)", "max_frames": 24}, None),
+        9: ("PreviewImage", (1240, 460), {"images": (8, 0)}, "Generated poses"),
+    }
+
+
 WORKFLOWS_DEF = {
     "echomimic_v2_demo_poses": graph_demo_poses,
     "echomimic_v2_driving_video": graph_driving_video,
     "echomimic_v2_accelerated": graph_accelerated,
     "echomimic_v2_embedded_demo": graph_embedded_demo,
+    "echomimic_v2_audio_only": graph_audio_only,
 }
 
 

@@ -13,7 +13,7 @@ EXAMPLES = REPO / "example_workflows"
 API = WORKFLOWS / "api"
 LEGACY = REPO / "tests" / "workflows_legacy"
 NAMES = ["echomimic_v2_demo_poses", "echomimic_v2_driving_video", "echomimic_v2_accelerated",
-         "echomimic_v2_embedded_demo"]
+         "echomimic_v2_embedded_demo", "echomimic_v2_audio_only"]
 CORE_NODES = {"LoadImage", "LoadAudio", "LoadVideo", "GetVideoComponents", "SaveVideo", "PreviewImage",
               "CreateVideo"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
