@@ -36,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from echomimic_core.checkpoints import save_checkpoint  # noqa: E402  (after the path set-up)
 
 SIZES = {
     "tiny": {"blocks": (32, 32, 32, 64), "layers": 1, "heads": 4, "groups": 8, "pose": (8, 16, 16, 32),
@@ -159,7 +160,7 @@ def build_model_folder(out, size: str = "medium", seed: int = 0, device: str = "
     del vae
     (out / "audio_processor").mkdir(exist_ok=True)
     dims = whisper_dims(size)
-    torch.save({"dims": dims, "model_state_dict": whisper_state(dims, seed + 5)}, out / "audio_processor" / "tiny.pt")
+    save_checkpoint({"dims": dims, "model_state_dict": whisper_state(dims, seed + 5)}, out / "audio_processor" / "tiny.pt")
     (out / "inference_config.json").write_text(json.dumps(
         {"unet_additional_kwargs": OFFICIAL_UNET_ADDITIONAL_KWARGS,
          "noise_scheduler_kwargs": OFFICIAL_NOISE_SCHEDULER_KWARGS}, indent=1) + "\n")

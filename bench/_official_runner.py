@@ -274,12 +274,12 @@ def main(argv=None) -> int:
         ("denoising_unet.pth", "motion_module.pth")
     vae = AutoencoderKL.from_pretrained(str(models / "sd-vae-ft-mse")).to(device, dtype=dtype)
     reference_unet = UNet2DConditionModel.from_pretrained(str(base), subfolder="unet").to(dtype=dtype, device=device)
-    reference_unet.load_state_dict(torch.load(models / "reference_unet.pth", map_location="cpu"))
+    reference_unet.load_state_dict(torch.load(models / "reference_unet.pth", map_location="cpu", weights_only=True))
     denoising_unet = EMOUNet3DConditionModel.from_pretrained_2d(
         str(base), str(models / mm_name), subfolder="unet",
         unet_additional_kwargs=infer_config["unet_additional_kwargs"]).to(dtype=dtype, device=device)
-    denoising_unet.load_state_dict(torch.load(models / den_name, map_location="cpu"), strict=False)
-    pose_state = torch.load(models / "pose_encoder.pth", map_location="cpu")
+    denoising_unet.load_state_dict(torch.load(models / den_name, map_location="cpu", weights_only=True), strict=False)
+    pose_state = torch.load(models / "pose_encoder.pth", map_location="cpu", weights_only=True)
     pose_net = PoseEncoder(**pose_encoder_kwargs(pose_state)).to(dtype=dtype, device=device)
     pose_net.load_state_dict(pose_state)
     audio_processor = load_audio_model(model_path=str(models / "audio_processor" / "tiny.pt"), device=device)

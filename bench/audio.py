@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from echomimic_core.checkpoints import save_checkpoint  # noqa: E402  (after the path set-up)
 
 from echomimic_core.audio import encode_audio, load_audio_encoder, load_waveform, log_mel  # noqa: E402
 from echomimic_core.audio.windows import frame_chunks  # noqa: E402
@@ -63,7 +64,7 @@ def write_random_tiny(path: Path, seed: int = 0) -> None:
     # decoder: only the big tensors matter for the load cost; the encoder loader ignores decoder keys
     sd["decoder.token_embedding.weight"] = w(TINY_DIMS["n_vocab"], d)
     sd["decoder.positional_embedding"] = w(TINY_DIMS["n_text_ctx"], d)
-    torch.save({"dims": TINY_DIMS, "model_state_dict": sd}, path)
+    save_checkpoint({"dims": TINY_DIMS, "model_state_dict": sd}, path)
 
 
 def write_clip(path: Path, seconds: float, seed: int = 0) -> None:

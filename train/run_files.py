@@ -9,7 +9,6 @@ import csv
 import json
 from pathlib import Path
 
-import torch
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -28,15 +27,17 @@ def custom_object_files(names: list[str]) -> dict[str, str]:
 def load_custom_object(checkpoint: str | Path, name: str) -> dict | None:
     """The state dict saved for the custom object `name` (e.g. "ema"), or None if the checkpoint has none.
     Checkpoints written before the name map existed: the EMA is the pickle holding a "shadow" entry."""
+    from echomimic_core.checkpoints import read_checkpoint  # the one safe reader (weights_only, named errors)
+
     ck = Path(checkpoint)
     meta = json.loads((ck / "train_complete.json").read_text())
     files = meta.get("custom_objects")
     if files is not None:
-        return torch.load(ck / files[name], map_location="cpu", weights_only=True) if name in files else None
+        return read_checkpoint(ck / files[name]) if name in files else None
     if name != "ema":
         return None
     for f in sorted(ck.glob("custom_checkpoint_*.pkl")):
-        sd = torch.load(f, map_location="cpu", weights_only=True)
+        sd = read_checkpoint(f)
         if isinstance(sd, dict) and "shadow" in sd:
             return sd
     return None
