@@ -112,11 +112,10 @@ def check_job(job: RenderJob, labels: Optional[dict] = None) -> GenerationSettin
 
 def _audio_frames_estimate(path: str, fps: float) -> int:
     """Video frames the audio file will give (container duration; 0 when the container does not say)."""
-    import av
+    from .video import probe
 
     try:
-        with av.open(str(path)) as container:
-            seconds = (container.duration or 0) / 1e6
+        seconds = probe(path)["duration"] or 0.0
     except Exception:  # unreadable files are reported by the audio decode itself
         return 0
     return int(seconds * fps)

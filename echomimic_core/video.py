@@ -132,13 +132,13 @@ class AudioTrack:
                 for start in range(0, self._array.shape[1], _BLOCK):
                     yield self._array[:, start:start + _BLOCK]
                 return
-            frames = []
-            for start in range(0, self._array.shape[1], _BLOCK):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._array[:, start:start + _BLOCK]),
-                                                   format="fltp", layout=self.layout)
-                frame.sample_rate = self.rate
-                frames.append(frame)
-            for frame in frames + [None]:
+            starts = list(range(0, self._array.shape[1], _BLOCK))
+            for start in starts + [None]:  # None flushes the resampler
+                frame = None
+                if start is not None:
+                    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(self._array[:, start:start + _BLOCK]),
+                                                       format="fltp", layout=self.layout)
+                    frame.sample_rate = self.rate
                 for out in resampler.resample(frame):
                     yield out.to_ndarray()
             return

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,11 @@ from echomimic_core.audio import encode_audio, load_audio_encoder, load_waveform
 from echomimic_core.audio.windows import audio_span_samples
 from echomimic_core.errors import InputError
 from echomimic_core.signals import Terminated, termination_as_exception
+from train.dataset_format import write_wav  # the project's one 16-bit wav writer
 from echomimic_core.video import AudioTrack, VideoWriter, check_output_path, estimate_mp4_bytes, probe
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
-    pcm = np.clip(np.rint(samples * 32767), -32768, 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(pcm.tobytes())
-    return path
 
 
 def _write_float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
@@ -196,7 +186,8 @@ def test_non_finite_float_wav_is_refused_early(tmp_path, bad):
 
 
 def test_mux_decodes_only_what_the_video_needs(tmp_path):
-    path = _write_wav(tmp_path / "long.wav", _speechlike(20.0))
+    path = tmp_path / "long.wav"
+    write_wav(path, _speechlike(20.0))
     track = AudioTrack(path)
     seen = []
     for block in track.blocks(16000 // 2):
@@ -215,7 +206,8 @@ def test_bounded_decode_gives_the_whole_clips_features(tmp_path, fixtures):
     so even the log-mel floor agrees)."""
     samples = _speechlike(40.0)
     samples[16000 * 31:] *= 0.5
-    path = _write_wav(tmp_path / "long.wav", samples)
+    path = tmp_path / "long.wav"
+    write_wav(path, samples)
     encoder = load_audio_encoder(fixtures / "weights" / "audio_processor" / "tiny.pt", dtype=torch.float32)
     span = audio_span_samples(24, 24)
     assert span == 30 * 16000 + 1600

@@ -38,9 +38,6 @@ class BadClips:
         self.log_path = Path(log_path) if log_path is not None else None
         self.reasons: dict[Path, str] = {}
 
-    def __contains__(self, clip_path: Path) -> bool:
-        return Path(clip_path) in self.reasons
-
     def record(self, clip_path: Path, error: BaseException) -> None:
         """Remember a damaged clip, log it once, and stop the run past the allowed fraction."""
         clip_path = Path(clip_path)
