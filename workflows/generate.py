@@ -168,15 +168,21 @@ def graph_accelerated() -> dict:
     return g
 
 
-def graph_embedded_demo() -> dict:
-    """Runs out of the box: the tiny demo model shipped in the package + the shipped demo inputs (no files
-    needed in models/ or input/). Settings = `python -m echomimic_core demo` (64x64, 20 steps, cfg 2, seed 0)."""
+def embedded_common() -> dict:
+    """Demo inputs + the embedded demo model + its audio encoder: the first nodes of the out-of-the-box graphs."""
     return {
         1: ("EchoMimicV2DemoInputs", (40, 40), {}, None),
         2: ("EchoMimicV2ModelLoader", (40, 300),
             {"model_folder": "(embedded demo)", "variant": "normal", "dtype": "auto", "device": "auto",
              "offload": "keep_loaded"}, None),
         3: ("EchoMimicV2AudioEncoder", (440, 40), {"models": (2, 0), "audio": (1, 1), "fps": 24.0}, None),
+    }
+
+
+def graph_embedded_demo() -> dict:
+    """Runs out of the box: the tiny demo model shipped in the package + the shipped demo inputs (no files
+    needed in models/ or input/). Settings = `python -m echomimic_core demo` (64x64, 20 steps, cfg 2, seed 0)."""
+    return {**embedded_common(),
         4: ("EchoMimicV2FitPoseLength", (440, 260), {"poses": (1, 2), "frame_count": (3, 1), "policy": "loop"}, None),
         5: ("EchoMimicV2Sampler", (840, 40),
             {"models": (2, 0), "reference": (1, 0), "audio_features": (3, 0), "poses": (4, 0),
@@ -191,12 +197,7 @@ def graph_embedded_demo() -> dict:
 def graph_audio_only() -> dict:
     """Reference image + audio alone (no pose file): hand poses generated from the speech by the embedded
     gesture model, anchored on the reference person; runs out of the box on the embedded demo model."""
-    return {
-        1: ("EchoMimicV2DemoInputs", (40, 40), {}, None),
-        2: ("EchoMimicV2ModelLoader", (40, 300),
-            {"model_folder": "(embedded demo)", "variant": "normal", "dtype": "auto", "device": "auto",
-             "offload": "keep_loaded"}, None),
-        3: ("EchoMimicV2AudioEncoder", (440, 40), {"models": (2, 0), "audio": (1, 1), "fps": 24.0}, None),
+    return {**embedded_common(),
         4: ("EchoMimicV2GesturesFromAudio", (440, 260),
             {"audio_features": (3, 0), "reference": (1, 0), "mode": "audio", "seed": 0, "motion_amount": 1.0,
              "backend": "mediapipe", "max_frames": 0, "gesture_model": ""}, "Gestures from the speech"),
