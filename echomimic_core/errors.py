@@ -10,15 +10,16 @@ The one hierarchy of the project::
     │   ├── ModelFilesNotFoundError (FileNotFoundError)
     │   └── NotAStateDictError             a readable file that is not a name → tensor dict
     ├── BackendUnavailableError (RuntimeError)  a pose backend's package or model files are absent
+    ├── NumericalError (RuntimeError)      NaN/inf in a computation: stopped, nothing written
     └── Interrupted                        a long job was cancelled between two steps
 
 The built-in bases (``ValueError`` …) stay, so ``except ValueError`` written against older versions
-still catches them. ComfyUI nodes convert these at their edge; the trainer raises them for config and
+still catches them. ComfyUI nodes convert these at their edge (nodes/_edge.py); the trainer raises them for config and
 file problems.
 """
 
 __all__ = ["EchoMimicError", "InputError", "ConfigError", "CheckpointError", "ModelFilesNotFoundError",
-           "NotAStateDictError", "BackendUnavailableError", "Interrupted"]
+           "NotAStateDictError", "BackendUnavailableError", "NumericalError", "Interrupted"]
 
 
 class EchoMimicError(Exception):

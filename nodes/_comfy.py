@@ -199,6 +199,17 @@ def throw_if_interrupted() -> None:
     _mm().throw_exception_if_processing_interrupted()
 
 
+def interrupt_exception_type() -> type:
+    """The exception ComfyUI reports as "interrupted" rather than as an error."""
+    return _mm().InterruptProcessingException
+
+
+def oom_exception_type() -> type:
+    """The exception on which ComfyUI unloads every model and shows its out-of-memory tip
+    (torch.cuda.OutOfMemoryError; plain Exception where torch has none)."""
+    return _mm().OOM_EXCEPTION
+
+
 class Progress:
     """A ComfyUI ProgressBar for one node that a library progress callback can drive as
     ``progress(done, total)``; ``preview(frame)`` shows a frame on the node now and then."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from comfy_api.latest import io
+from echomimic_core.errors import InputError
 
 from . import _comfy
+from ._edge import node_edge
 
 
 def feature_frames(features) -> int:
@@ -21,10 +23,10 @@ def feature_frames(features) -> int:
 
 def check_audio(audio) -> None:
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        raise ValueError("EchoMimicV2 Audio Encoder: expected a ComfyUI AUDIO input "
+        raise InputError("EchoMimicV2 Audio Encoder: expected a ComfyUI AUDIO input "
                          "({'waveform': [B, C, T], 'sample_rate': int}), e.g. from Load Audio")
     if audio["waveform"].shape[-1] == 0:
-        raise ValueError("EchoMimicV2 Audio Encoder: the audio is empty (0 samples)")
+        raise InputError("EchoMimicV2 Audio Encoder: the audio is empty (0 samples)")
 
 
 class EchoMimicV2AudioEncoder(io.ComfyNode):
@@ -50,6 +52,7 @@ class EchoMimicV2AudioEncoder(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls, models, audio, fps) -> io.NodeOutput:
         from echomimic_core.audio import encode_audio
 

@@ -8,6 +8,7 @@ import os
 from comfy_api.latest import io
 
 from . import _comfy
+from ._edge import node_edge
 
 
 def demo_inputs_dir() -> str:
@@ -33,6 +34,7 @@ class EchoMimicV2DemoInputs(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls) -> io.NodeOutput:
         import numpy as np
         import torch

@@ -10,8 +10,10 @@ import os
 import warnings
 
 from comfy_api.latest import io
+from echomimic_core.errors import InputError
 
 from . import _comfy
+from ._edge import node_edge
 from .pose import BACKENDS, extractor_session
 
 _MODELS: dict = {}
@@ -85,13 +87,14 @@ class EchoMimicV2GesturesFromAudio(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls, audio_features, reference, mode, seed, motion_amount, backend, reference_pose=None,
                 max_frames=0, gesture_model="") -> io.NodeOutput:
         from echomimic_core.gesture import poses_for
 
         ref, size = _reference(reference, backend, reference_pose)
         if ref is None and mode == "still":
-            raise ValueError("EchoMimicV2 Gestures From Audio: still hands need the reference person's pose; "
+            raise InputError("EchoMimicV2 Gestures From Audio: still hands need the reference person's pose; "
                              "none was found in the image - connect reference_pose")
         n = _frames(audio_features, max_frames)
         seq = poses_for(ref, audio_features, n, mode, model=_gesture_model(gesture_model) if mode == "audio" else None,
@@ -124,6 +127,7 @@ class EchoMimicV2PoseLibrary(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls, audio_features, reference, library, seed, join_step, backend, reference_pose=None) -> io.NodeOutput:
         from echomimic_core.gesture import load_library, poses_for
 
@@ -131,7 +135,7 @@ class EchoMimicV2PoseLibrary(io.ComfyNode):
         if not os.path.isabs(path):
             path = os.path.join(_comfy.input_directory(), path)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"EchoMimicV2 Pose Library: {path} is not a folder of pose clips")
+            raise InputError(f"EchoMimicV2 Pose Library: {path} is not a folder of pose clips")
         clips = load_library([path])
         ref, size = _reference(reference, backend, reference_pose)
         n = _frames(audio_features, 0)

@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from comfy_api.latest import io
 
+from echomimic_core.errors import InputError
 from echomimic_core.files import walk_folder
 
 from . import _comfy
+from ._edge import node_edge
 
 VARIANTS = ["normal", "acc"]
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
@@ -150,7 +152,7 @@ def resolve_model_folder(label: str) -> str:
     for root in roots:
         path = os.path.normpath(os.path.join(root, rel)) if rel else root
         if not os.path.commonpath([path, root]) == root:
-            raise ValueError(f"model folder {label!r} is outside the models folder")
+            raise InputError(f"model folder {label!r} is outside the models folder")
         if os.path.isdir(path):
             return path
     tried = [os.path.join(r, rel) if rel else r for r in roots] or [label]
@@ -191,11 +193,11 @@ def load_handle(model_folder: str, variant: str, dtype: str, device: str, offloa
     import logging
 
     from echomimic_core.checkpoints import load_models
-    from echomimic_core.errors import CheckpointError, EchoMimicError
+    from echomimic_core.errors import CheckpointError
 
     problem = check_choice(model_folder, variant)
     if problem:
-        raise EchoMimicError(f"EchoMimicV2 Model Loader: {problem}")
+        raise InputError(f"EchoMimicV2 Model Loader: {problem}")
     folder = resolve_model_folder(model_folder)
     dev = _comfy.compute_device(device)
     torch_dtype = _comfy.resolve_dtype(dtype, dev)
@@ -254,6 +256,7 @@ class EchoMimicV2ModelLoader(io.ComfyNode):
             return float("nan")
 
     @classmethod
+    @node_edge
     def execute(cls, model_folder, variant, dtype, device, offload) -> io.NodeOutput:
         return io.NodeOutput(load_handle(model_folder, variant, dtype, device, offload))
 

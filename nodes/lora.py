@@ -21,6 +21,7 @@ import weakref
 from comfy_api.latest import io
 
 from . import _comfy
+from ._edge import node_edge
 
 NONE = "(none)"
 LORA_SUBDIR = "loras"
@@ -53,7 +54,7 @@ def resolve_lora(name: str) -> str:
             return path
     from echomimic_core.lora import LoraError
 
-    raise LoraError(f"EchoMimicV2 LoRA {name!r} not found: put it into ComfyUI/models/echomimic_v2/{LORA_SUBDIR}/")
+    raise LoraError(f"EchoMimicV2 LoRA: {name!r} not found: put it into ComfyUI/models/echomimic_v2/{LORA_SUBDIR}/")
 
 
 def _load(path: str):
@@ -124,6 +125,7 @@ class EchoMimicV2LoRA(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls, models, lora_name, strength) -> io.NodeOutput:
         if lora_name == NONE:
             return io.NodeOutput(models)

@@ -12,8 +12,10 @@ import contextlib
 import os
 
 from comfy_api.latest import io
+from echomimic_core.errors import InputError
 
 from . import _comfy
+from ._edge import node_edge
 
 
 def _backend_names() -> list[str]:
@@ -79,11 +81,11 @@ def resolve_pose_source(pose_source: str, path: str = "") -> str:
     custom = bool(path and path.strip())
     full = os.path.realpath(os.path.expanduser(path.strip()) if custom else os.path.join(base, pose_source))
     if os.path.commonpath([full, base]) != base and not (custom and os.environ.get(ALLOW_PATHS_ENV) == "1"):
-        raise ValueError(f"EchoMimicV2 Load Poses: pose paths must lie inside ComfyUI's input folder {base} "
+        raise InputError(f"EchoMimicV2 Load Poses: pose paths must lie inside ComfyUI's input folder {base} "
                          f"(symlinks are resolved); move the poses to {os.path.join(base, _comfy.POSE_INPUT_SUBDIR)}/ "
                          f"or start ComfyUI with {ALLOW_PATHS_ENV}=1 to allow other paths")
     if not os.path.exists(full):
-        raise FileNotFoundError(
+        raise InputError(
             f"EchoMimicV2 Load Poses: {full} does not exist. Put an official pose folder (0.npy, 1.npy, ...) "
             f"or a .npz/.json pose file into {os.path.join(base, _comfy.POSE_INPUT_SUBDIR)}/, or give a path.")
     return full
@@ -150,6 +152,7 @@ class EchoMimicV2LoadPoses(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls, pose_source, fps, path="") -> io.NodeOutput:
         from echomimic_core.pose import load_pose_sequence
 
@@ -194,11 +197,12 @@ class EchoMimicV2ExtractPoses(io.ComfyNode):
         return _check_backend(backend)
 
     @classmethod
+    @node_edge
     def execute(cls, images, backend, fps, target_fps=24.0) -> io.NodeOutput:
         from echomimic_core.pose import extract_sequence
 
         if images.ndim != 4 or images.shape[0] < 1:
-            raise ValueError(f"EchoMimicV2 Extract Poses: expected an IMAGE batch, got shape {tuple(images.shape)}")
+            raise InputError(f"EchoMimicV2 Extract Poses: expected an IMAGE batch, got shape {tuple(images.shape)}")
         indices = resample_indices(int(images.shape[0]), float(fps), float(target_fps))
         bar = _comfy.Progress(len(indices), _comfy.node_id_of(cls))
 
@@ -243,6 +247,7 @@ class EchoMimicV2AlignPoses(io.ComfyNode):
         return _check_backend(backend)
 
     @classmethod
+    @node_edge
     def execute(cls, poses, reference, backend, mode) -> io.NodeOutput:
         from echomimic_core.pose import align_to_reference, crop_reference
 
@@ -281,6 +286,7 @@ class EchoMimicV2FitPoseLength(io.ComfyNode):
         return True if policy in POLICIES else f"policy must be one of {POLICIES}, got {policy!r}"
 
     @classmethod
+    @node_edge
     def execute(cls, poses, frame_count, policy) -> io.NodeOutput:
         from echomimic_core.pose import fit_length
 
@@ -311,12 +317,13 @@ class EchoMimicV2PosePreview(io.ComfyNode):
         )
 
     @classmethod
+    @node_edge
     def execute(cls, poses, width, height, parts, max_frames) -> io.NodeOutput:
         from echomimic_core.pose import render_frames
 
         n = len(poses) if not max_frames else min(len(poses), int(max_frames))
         if n == 0:
-            raise ValueError("EchoMimicV2 Pose Preview: the pose sequence is empty")
+            raise InputError("EchoMimicV2 Pose Preview: the pose sequence is empty")
         kwargs = {} if parts == cls.PARTS[0] else {"parts": _all_parts()}
         frames = render_frames(poses, range(n), int(height), int(width), **kwargs)
         return io.NodeOutput(_comfy.uint8_to_image(frames))

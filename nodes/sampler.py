@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 from comfy_api.latest import io, ui
+from echomimic_core.errors import InputError
 
 from . import _comfy
+from ._edge import node_edge
 
 PRESET_NAMES = ["normal", "acc", "fast"]
 # "fast" is the library's measured fast options on the normal weights (README "Speed": DPM++ 2M at 10 steps
@@ -176,10 +178,10 @@ def run_pipeline(handle, reference, audio_features, poses, run: dict, on_frames,
 
 def generate(cls, models, reference, audio_features, poses, run: dict, on_frames):
     if reference is None or reference.ndim not in (3, 4) or reference.shape[-1] < 3:
-        raise ValueError("EchoMimicV2 Sampler: reference must be an IMAGE (e.g. from Load Image)")
+        raise InputError("EchoMimicV2 Sampler: reference must be an IMAGE (e.g. from Load Image)")
     problem = check_context(run["context_frames"], run["context_overlap"])
     if problem:
-        raise ValueError(f"EchoMimicV2 Sampler: {problem}")
+        raise InputError(f"EchoMimicV2 Sampler: {problem}")
     if run["preset"] and models.variant != preset_values(run["preset"]).variant:
         logging.warning("EchoMimicV2 Sampler: preset %r is meant for the %r weights, the loader has %r",
                         run["preset"], preset_values(run["preset"]).variant, models.variant)
@@ -245,6 +247,7 @@ class EchoMimicV2Sampler(io.ComfyNode):
         return True if problem is None else problem
 
     @classmethod
+    @node_edge
     def execute(cls, models, reference, audio_features, poses, seed, steps, cfg, context_frames,
                 context_overlap, width, height, length, context=None, preset=None) -> io.NodeOutput:
         run = settings(seed, steps, cfg, context_frames, context_overlap, width, height, length, context, preset)
@@ -278,6 +281,7 @@ class EchoMimicV2SampleToFile(io.ComfyNode):
         return True if problem is None else problem
 
     @classmethod
+    @node_edge
     def execute(cls, models, reference, audio_features, poses, seed, steps, cfg, context_frames,
                 context_overlap, width, height, length, filename_prefix, crf, audio=None, context=None,
                 preset=None) -> io.NodeOutput:
@@ -327,6 +331,7 @@ class EchoMimicV2ContextOptions(io.ComfyNode):
         return True if problem is None else problem
 
     @classmethod
+    @node_edge
     def execute(cls, context_frames, context_overlap, decode_batch, window_batch=0) -> io.NodeOutput:
         return io.NodeOutput(ContextOptions(int(context_frames), int(context_overlap), int(decode_batch),
                                             int(window_batch)))
@@ -351,6 +356,7 @@ class EchoMimicV2SamplerPreset(io.ComfyNode):
         return True if preset in PRESET_NAMES else f"preset must be one of {PRESET_NAMES}, got {preset!r}"
 
     @classmethod
+    @node_edge
     def execute(cls, preset) -> io.NodeOutput:
         return io.NodeOutput(preset_values(preset))
 

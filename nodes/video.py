@@ -8,8 +8,10 @@ from fractions import Fraction
 import torch
 
 from comfy_api.latest import io
+from echomimic_core.errors import InputError
 
 from . import _comfy
+from ._edge import node_edge
 
 
 def fit_audio(audio: dict | None, frames: int, fps: float) -> dict | None:
@@ -64,14 +66,15 @@ class EchoMimicV2VideoCombine(io.ComfyNode):
         return True
 
     @classmethod
+    @node_edge
     def execute(cls, images, fps, audio=None) -> io.NodeOutput:
         from comfy_api.latest import InputImpl, Types
 
         if images.ndim != 4 or images.shape[0] < 1:
-            raise ValueError(f"EchoMimicV2 Video Combine: expected an IMAGE batch [frames, H, W, 3], "
+            raise InputError(f"EchoMimicV2 Video Combine: expected an IMAGE batch [frames, H, W, 3], "
                              f"got shape {tuple(images.shape)}")
         if not fps or not math.isfinite(fps) or fps <= 0:
-            raise ValueError(f"EchoMimicV2 Video Combine: fps must be positive (got {fps})")
+            raise InputError(f"EchoMimicV2 Video Combine: fps must be positive (got {fps})")
         frames = int(images.shape[0])
         video = InputImpl.VideoFromComponents(Types.VideoComponents(
             images=images[..., :3], audio=fit_audio(audio, frames, fps), frame_rate=fps_fraction(fps)))

@@ -145,6 +145,10 @@ def test_missing_model_file_is_a_node_error_and_the_server_keeps_serving(comfy):
     err = error_message(entry)
     assert err["node_id"] == loader and err["node_type"] == "EchoMimicV2ModelLoader"
     assert "denoising_unet" in err["exception_message"], err["exception_message"]
+    # converted at the node edge: one line naming the node, no library frames in the panel's traceback
+    assert err["exception_type"].endswith("EchoMimicNodeError"), err["exception_type"]
+    assert err["exception_message"].startswith("EchoMimicV2 Model Loader: ") and "\n" not in err["exception_message"].strip()
+    assert not [line for line in err["traceback"] if "echomimic_core" in line], err["traceback"]
     # still serving: schema, and a small prompt of ours runs to completion
     assert "EchoMimicV2Sampler" in _get(comfy["COMFYUI_URL"] + "/object_info/EchoMimicV2Sampler")
     prompt = {

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from echomimic_core.errors import EchoMimicError
 from support.paths import REPO
 from support.comfy import (MEDIA, SAMPLER_ARGS, audio_dict, comfy_dirs, image_tensor, load_nodes,  # noqa: F401
                            load_pack, node_module, node_package, nodes, run)
@@ -131,16 +132,12 @@ def test_model_folder_list_finds_the_older_packs_layout(comfy_dirs, tmp_path):
 
 
 def test_missing_model_file_gives_a_clear_error(comfy_dirs):
-    from echomimic_core.errors import EchoMimicError
-
     with pytest.raises(EchoMimicError) as err:
         run("EchoMimicV2ModelLoader", "echomimic_v2/broken", "normal", "auto", "auto", "keep_loaded")
     assert "denoising_unet" in str(err.value)
 
 
 def test_acc_variant_without_acc_files_names_them(comfy_dirs):
-    from echomimic_core.errors import EchoMimicError
-
     with pytest.raises(EchoMimicError) as err:
         run("EchoMimicV2ModelLoader", "echomimic_v2/broken", "acc", "fp32", "cpu", "keep_loaded")
     assert "_acc" in str(err.value)
@@ -179,8 +176,6 @@ def test_loader_cheap_checks(comfy_dirs):
     loader = nodes()["EchoMimicV2ModelLoader"]
     assert loader.validate_inputs("echomimic_v2", "normal") is True
     assert "no acc variant" in loader.validate_inputs("(embedded demo)", "acc")
-    from echomimic_core.errors import EchoMimicError
-
     with pytest.raises(EchoMimicError, match="no acc variant"):
         run("EchoMimicV2ModelLoader", "(embedded demo)", "acc", "auto", "auto", "keep_loaded")
 
@@ -215,7 +210,7 @@ def test_audio_encoder_takes_stereo_44k_like_load_audio(models):
 
 
 def test_audio_encoder_rejects_empty_audio(models):
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(EchoMimicError, match="^EchoMimicV2 Audio Encoder: the audio is empty"):
         run("EchoMimicV2AudioEncoder", models, {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, 24.0)
 
 
@@ -229,9 +224,9 @@ def test_load_poses_from_the_input_folder(comfy_dirs):
     inside = comfy_dirs["input"] / "echomimic_poses" / "01"
     seq2, n2 = node.execute("ignored", 25.0, path=str(inside)).args
     assert n2 == 48 and seq2.fps == 25.0
-    with pytest.raises(FileNotFoundError, match="echomimic_poses"):
+    with pytest.raises(EchoMimicError, match="echomimic_poses"):
         node.execute("echomimic_poses/missing", 24.0)
-    with pytest.raises(ValueError, match="inside ComfyUI's input folder"):
+    with pytest.raises(EchoMimicError, match="inside ComfyUI's input folder"):
         node.execute("../../etc", 24.0)
 
 
@@ -242,13 +237,13 @@ def test_load_poses_path_is_confined_to_the_input_folder(comfy_dirs, monkeypatch
     outside = MEDIA / "pose" / "fight"
     monkeypatch.delenv("ECHOMIMIC_ALLOW_POSE_PATHS", raising=False)
     for path in (str(outside), str(tmp_path / "does_not_exist")):  # same answer whether it exists or not
-        with pytest.raises(ValueError, match="inside ComfyUI's input folder") as info:
+        with pytest.raises(EchoMimicError, match="inside ComfyUI's input folder") as info:
             node.execute("ignored", 24.0, path=path)
         assert "does not exist" not in str(info.value)
     link = comfy_dirs["input"] / "echomimic_poses" / "escape"
     link.symlink_to(outside, target_is_directory=True)
     try:
-        with pytest.raises(ValueError, match="symlinks are resolved"):
+        with pytest.raises(EchoMimicError, match="symlinks are resolved"):
             node.execute("echomimic_poses/escape", 24.0)
         monkeypatch.setenv("ECHOMIMIC_ALLOW_POSE_PATHS", "1")
         assert node.execute("ignored", 24.0, path=str(outside)).args[1] == 48
@@ -279,11 +274,10 @@ def test_fit_pose_length(comfy_dirs, policy, first):
 
 
 def test_fit_pose_length_trim_refuses_to_lengthen(comfy_dirs):
-    from echomimic_core.errors import InputError
-
     seq, _ = run("EchoMimicV2LoadPoses", "echomimic_poses/01", 24.0)
-    with pytest.raises(InputError, match="trim"):
+    with pytest.raises(EchoMimicError, match="trim") as err:
         run("EchoMimicV2FitPoseLength", seq, 100, "trim")
+    assert err.value.cause == "InputError"
 
 
 @pytest.mark.slow
@@ -322,10 +316,9 @@ def test_extract_poses_resamples_the_motion_in_time(comfy_dirs):
 
 
 def test_dwpose_without_onnx_files_names_them(comfy_dirs):
-    from echomimic_core.errors import ModelFilesNotFoundError
-
-    with pytest.raises(ModelFilesNotFoundError, match="yolox_l.onnx"):
+    with pytest.raises(EchoMimicError, match="yolox_l.onnx") as err:
         run("EchoMimicV2ExtractPoses", image_tensor(size=64), "dwpose", 24.0)
+    assert err.value.cause == "ModelFilesNotFoundError"  # converted at the node edge
 
 
 # ------------------------------------------------------------------ video combine
@@ -406,7 +399,7 @@ def test_sampler_honours_comfyui_interrupt(models, features, poses):
 
 
 def test_sampler_rejects_bad_context(models, features, poses):
-    with pytest.raises(ValueError, match="context_overlap"):
+    with pytest.raises(EchoMimicError, match="context_overlap"):
         run("EchoMimicV2Sampler", models, image_tensor(size=64), features[0], poses,
                                                **{**SAMPLER_ARGS, "context_overlap": 12})
 
