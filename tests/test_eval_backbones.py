@@ -12,7 +12,7 @@ from echomimic_core.errors import CheckpointError, ModelFilesNotFoundError
 from echomimic_core.eval import BACKBONES, Clip, Evaluator, format_table
 from echomimic_core.eval.backbones import load_backbone
 from echomimic_core.eval.weights import find_weight
-from support.eval import ConstructedPoseForTests, moving_frames, test_backbones, tone, write_wav
+from support.eval import ConstructedPoseForTests, moving_frames, random_backbones, tone, write_wav
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,7 +29,7 @@ def _clips(seed=0, n=2, frames=16, noise=0):
 
 @pytest.mark.slow
 def test_fid_fvd_with_test_backbones_self_distance_zero_and_finite():
-    nets = test_backbones()
+    nets = random_backbones()
     ev = Evaluator("fid,fvd", backbones=nets, fvd_frames=8, device="cpu")
     ref = _clips()
     same = ev.evaluate(list(zip(_clips(), ref)))
@@ -43,7 +43,7 @@ def test_fid_fvd_with_test_backbones_self_distance_zero_and_finite():
 
 @pytest.mark.slow
 def test_every_metric_code_path_with_test_backbones(tmp_path):
-    ev = Evaluator("all", backbones=test_backbones(), pose=ConstructedPoseForTests(), fvd_frames=8, device="cpu")
+    ev = Evaluator("all", backbones=random_backbones(), pose=ConstructedPoseForTests(), fvd_frames=8, device="cpu")
     pred, ref = _clips(noise=10, frames=24), _clips(frames=24)
     wav = write_wav(tmp_path / "speech.wav", tone(1.0))
     for c in ref:  # the references carry the speech (24 frames at 24 fps = 1 s); predictions have none

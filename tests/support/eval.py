@@ -37,11 +37,9 @@ class ConstructedPoseForTests:
                 "faces": face[None], "faces_score": np.ones((1, 68))}
 
 
-def test_backbones(seed: int = 0) -> dict:
+def random_backbones(seed: int = 0) -> dict:
+    """Every metric backbone as a seeded random network (results flagged ``test_backbones``)."""
     return {k: random_backbone_for_tests(k, seed) for k in ("inception", "i3d", "lpips", "arcface", "deep3d", "syncnet")}
-
-
-test_backbones.__test__ = False  # not a pytest test
 
 
 def moving_frames(n: int = 20, h: int = 64, w: int = 64, seed: int = 0, phase: float = 0.0) -> np.ndarray:
