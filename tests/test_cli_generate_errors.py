@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from echomimic_core.__main__ import main
 from support.fixtures import official_pose_folder
+from support.paths import REPO
+
+
+# the command line's entry point in a fresh interpreter, then the heavy modules it left in sys.modules
+_HELP = """import sys
+from echomimic_core.__main__ import main
+try:
+    main(["generate", "--help"])
+except SystemExit as exc:
+    code = exc.code
+print("heavy:", sorted(m for m in ("torch", "diffusers") if m in sys.modules), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def test_generate_help_does_not_import_torch():
+    """``generate --help`` answers without importing torch (seconds to import on a busy machine)."""
+    proc = subprocess.run([sys.executable, "-c", _HELP], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--gestures" in proc.stdout and "{audio,library,still}" in proc.stdout
+    assert "heavy: []" in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.fixture()

@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_gesture_arguments(parser: argparse.ArgumentParser) -> None:
     """Poses without --poses (echomimic_core.gesture)."""
-    from ..gesture import MODES
+    from ..gesture.constants import MODES
 
     g = parser.add_argument_group("poses without --poses")
     g.add_argument("--gestures", choices=MODES, default="audio",

@@ -72,7 +72,7 @@ def poses_from_inputs(image: Any, audio_features, num_frames: int, mode: str = "
                       reference_pose_file=None, library_paths: Sequence[str | Path] = (), seed: int = 0,
                       amount: float = 1.0, model_dir=None, fps: float = 24.0) -> PoseSequence:
     """:func:`~echomimic_core.gesture.poses_for` from file-level inputs (the ``generate`` CLI's)."""
-    from . import load_gesture_model, poses_for
+    from .poses import load_gesture_model, poses_for
 
     if mode == "library" and not library_paths:
         raise InputError("--gestures library needs --pose-library PATH (pose files or folders)")
