@@ -15,22 +15,11 @@ import torch
 import yaml
 
 from support.paths import REPO
+from support.train import dataset, weights  # noqa: F401  (fixtures)
 from support.train import fresh_accelerate as _fresh_accelerate, tiny_cfg
 from train.phases import load_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(fixtures):
-    return fixtures / "weights"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from train import data as D
-
-    return D.write_tiny_dataset(tmp_path_factory.mktemp("launch_ds"), num_clips=2, num_frames=6, size=64, tokens=20)
 
 
 OVER = dict(run={"max_steps": 2}, training={"cfg_drop": 0.0})

@@ -8,21 +8,10 @@ import csv
 import pytest
 import torch
 
+from support.train import dataset, weights  # noqa: F401  (fixtures)
 from support.train import tiny_cfg, train_run as _train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(fixtures):
-    return fixtures / "weights"
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    from train import data as D
-
-    return D.write_tiny_dataset(tmp_path_factory.mktemp("val_ds"), num_clips=2, num_frames=6, size=64, tokens=20)
 
 
 def _cfg(tmp_path, name, weights, dataset, **over):

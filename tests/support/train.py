@@ -1,8 +1,25 @@
-"""Helpers of the trainer tests: a phase config shrunk to the fixture model and a one-process run."""
+"""Helpers of the trainer tests: a phase config shrunk to the fixture model, a one-process run, and the
+fixture weights + a tiny dataset as fixtures (a test module imports them by name)."""
 
 from __future__ import annotations
 
+import pytest
+
 from train.phases import load_config
+
+
+@pytest.fixture(scope="module")
+def weights(fixtures):
+    """The fixture set's tiny model in the official layout."""
+    return fixtures / "weights"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Two 6-frame 64² clips with 20-token audio features, written once per test module."""
+    from train import data as D
+
+    return D.write_tiny_dataset(tmp_path_factory.mktemp("tiny_ds"), num_clips=2, num_frames=6, size=64, tokens=20)
 
 
 def fresh_accelerate():
