@@ -8,6 +8,7 @@ every phase (load, reference, audio, poses, denoise, decode, write) is timed.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from .profile import Profiler, maybe_phase
 from .settings import GenerationSettings, video_length
 from .video import check_output_path, estimate_mp4_bytes
 
-__all__ = ["RenderJob", "check_job", "render_video", "resolve_device"]
+__all__ = ["RenderJob", "CheckedJob", "check_job", "render_video", "resolve_device"]
 
 DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
           "bfloat16": "bfloat16", "bf16": "bfloat16"}
@@ -52,6 +53,16 @@ class RenderJob:
     overwrite: bool = False  # replace an existing ``out`` (the CLI's --overwrite)
 
 
+@dataclass(frozen=True)
+class CheckedJob:
+    """What :func:`check_job` returns: a private copy of the job (later edits of the caller's job do not
+    reach it) and its checked settings. :func:`render_video` runs it without repeating the checks (the
+    output write-probe, the audio duration probe); a plain :class:`RenderJob` is checked there first."""
+
+    job: RenderJob
+    settings: GenerationSettings
+
+
 def resolve_device(device: Optional[str], dtype: Optional[str]):
     """``(torch.device, torch.dtype)``: cuda if available, float16 there, float32 on the CPU by default."""
     import torch
@@ -73,9 +84,9 @@ def resolve_device(device: Optional[str], dtype: Optional[str]):
     return dev, getattr(torch, name)
 
 
-def check_job(job: RenderJob, labels: Optional[dict] = None) -> GenerationSettings:
-    """Every cheap check of a job, before anything is loaded; returns the checked settings (``labels``: see
-    :meth:`GenerationSettings.checked`)."""
+def check_job(job: RenderJob, labels: Optional[dict] = None) -> CheckedJob:
+    """Every cheap check of a job, before anything is loaded; returns it checked, with its settings
+    (``labels``: see :meth:`GenerationSettings.checked`)."""
     from .inputs import load_reference_image
     from .settings import check_positive
 
@@ -107,7 +118,7 @@ def check_job(job: RenderJob, labels: Optional[dict] = None) -> GenerationSettin
         from .lora import check_lora_specs
 
         check_lora_specs(job.loras)  # file + header only; the base check runs after loading
-    return settings
+    return CheckedJob(copy.deepcopy(job), settings)
 
 
 def _audio_frames_estimate(path: str, fps: float) -> int:
@@ -121,9 +132,10 @@ def _audio_frames_estimate(path: str, fps: float) -> int:
     return int(seconds * fps)
 
 
-def render_video(job: RenderJob, *, on_progress: Callable[[Any], Any] | None = None,
+def render_video(job: RenderJob | CheckedJob, *, on_progress: Callable[[Any], Any] | None = None,
                  profiler: Profiler | None = None, cancel: Callable[[], Any] | None = None):
-    """Run ``job``: returns ``(GenerationResult, threads used)``; warnings are raised as ``UserWarning``."""
+    """Run ``job`` (checked first unless it comes from :func:`check_job`): returns ``(GenerationResult,
+    threads used)``; warnings are raised as ``UserWarning``."""
     import torch
 
     from .audio import encode_waveform, load_audio_encoder, load_waveform
@@ -135,7 +147,8 @@ def render_video(job: RenderJob, *, on_progress: Callable[[Any], Any] | None = N
     from .threads import apply_threads, latent_tokens
     from .video import VideoWriter
 
-    settings = check_job(job)
+    checked = job if isinstance(job, CheckedJob) else check_job(job)
+    job, settings = checked.job, checked.settings
     variant = get_preset(settings.preset).variant
     find_model_files(job.models, variant).check()  # before anything is loaded
     device, dtype = resolve_device(job.device, job.dtype)

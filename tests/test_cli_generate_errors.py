@@ -92,3 +92,51 @@ def test_bad_pose_file(good, tmp_path, capsys):
     bogus.write_text("{\"not\": \"poses\"}")
     assert main(_argv(good, **{"--poses": str(bogus)})) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def probes(monkeypatch):
+    """Counts check_job's two costly checks (the output write-probe, the audio duration probe) and stops
+    a render right after its checks (where the model files would be looked at)."""
+    import echomimic_core.checkpoints as checkpoints
+    import echomimic_core.render as render
+    from echomimic_core.errors import InputError
+
+    calls = {"write_probe": 0, "audio_probe": 0}
+
+    def counted(name, real):
+        def spy(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return spy
+
+    def stop(*args, **kwargs):
+        raise InputError("stopped after the checks")
+
+    monkeypatch.setattr(render, "check_output_path", counted("write_probe", render.check_output_path))
+    monkeypatch.setattr(render, "_audio_frames_estimate", counted("audio_probe", render._audio_frames_estimate))
+    monkeypatch.setattr(checkpoints, "find_model_files", stop)
+    return calls
+
+
+def test_generate_checks_the_job_once(good, probes, capsys):
+    assert main(_argv(good)) == 2
+    assert "stopped after the checks" in capsys.readouterr().err
+    assert probes == {"write_probe": 1, "audio_probe": 1}
+
+
+def test_render_video_checks_a_plain_job_itself(good, probes, tmp_path):
+    from echomimic_core.errors import InputError
+    from echomimic_core.render import RenderJob, check_job, render_video
+
+    job = RenderJob(models=good["--models"], image=good["--image"], audio=good["--audio"], poses=good["--poses"],
+                    out=str(tmp_path / "out.avi"))
+    with pytest.raises(InputError, match="must end in .mp4"):
+        render_video(job)
+    job.out = str(tmp_path / "out.mp4")
+    with pytest.raises(InputError, match="stopped after the checks"):
+        render_video(job)
+    assert probes == {"write_probe": 1, "audio_probe": 1}
+    checked = check_job(job)
+    job.out = str(tmp_path / "unchecked.avi")  # edits after the check do not reach the checked job
+    assert checked.job.out == str(tmp_path / "out.mp4") and checked.settings == job.settings.checked()

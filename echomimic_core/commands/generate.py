@@ -163,7 +163,7 @@ def execute(job, args: argparse.Namespace):
     from ..profile import Profiler
     from ..render import capture_warnings, check_job, render_video, resolve_device
 
-    check_job(job, labels=FLAG_LABELS)  # before anything is loaded; messages name the flags
+    checked = check_job(job, labels=FLAG_LABELS)  # before anything is loaded; messages name the flags
     profiler = Profiler(resolve_device(job.device, job.dtype)[0]) if (args.profile or args.profile_json) else None
     bar = None
     if not args.quiet:
@@ -180,7 +180,7 @@ def execute(job, args: argparse.Namespace):
             bar.update(p.done - bar.n)
 
     try:
-        (result, threads), notes = capture_warnings(render_video, job, on_progress=progress, profiler=profiler)
+        (result, threads), notes = capture_warnings(render_video, checked, on_progress=progress, profiler=profiler)
     finally:
         if bar is not None:
             bar.close()
