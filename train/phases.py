@@ -116,7 +116,9 @@ DEFAULTS: dict[str, Any] = {
         "phd": {"enabled": True, "pose_weight": 0.1, "detail_weight": 0.1, "lpips_weight": 0.1,
                 "bounds": [0.9, 0.3], "pixel_size": None,
                 "latent_crop": None},        # e.g. 48: decode only a random 48×48 latent crop (384² px) for PhD
-        "pose": {"backbone": "pose_encoder"},
+        # backbone: pose_encoder | dwpose_onnx:<dw-ll_ucoco_384.onnx> | torchscript:<file> (train/losses.py);
+        # compare (dwpose_onnx): simcc | coords (train/pose_keypoints.py)
+        "pose": {"backbone": "pose_encoder", "compare": "simcc"},
         "lpips": {"net": "alex", "backbone": None, "heads": None},
         "canny": {"sigma": 1.0, "low": 100.0, "high": 200.0},
     },
@@ -237,6 +239,9 @@ def validate(cfg: dict) -> None:
     from train.augment import check_augment
 
     check_augment(cfg["data"]["augment"])
+    from train.losses import check_pose_loss
+
+    check_pose_loss(cfg["losses"]["pose"])
     gap = cfg["data"]["min_ref_gap"]
     if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
         raise ValueError(f"data.min_ref_gap must be null or a frame count >= 0, got {gap!r}")

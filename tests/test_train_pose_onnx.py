@@ -1,0 +1,163 @@
+"""The DWPose keypoint-map pose loss: the ONNX → torch interpreter against onnxruntime (a tiny
+RTMPose-shaped graph at four opsets and single-op graphs), gradients, build-time refusals, the
+backend's crop, the keypoint-map comparison and one PhD training step with this backbone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from echomimic_core.errors import CheckpointError, ConfigError, ModelFilesNotFoundError
+from support.onnx_graphs import save, tiny_rtmpose
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+from train.onnx_graph import OnnxGraph  # noqa: E402
+
+
+def _session(model):
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("opset", [11, 13, 17, 18])
+def test_tiny_rtmpose_matches_onnxruntime_and_passes_gradients(opset):
+    model = tiny_rtmpose(opset)
+    x = np.random.default_rng(opset).standard_normal((2, 3, 32, 24)).astype(np.float32)
+    ref = _session(model).run(None, {"input": x})
+    graph = OnnxGraph(model)
+    assert not list(graph.parameters())  # frozen: initializers are buffers
+    assert graph.state_dict() == {}  # non-persistent: never written into a checkpoint
+    inp = torch.from_numpy(x).requires_grad_(True)
+    out = graph(inp)
+    assert [o.shape for o in out] == [(2, 5, 48), (2, 5, 64)]
+    for o, r in zip(out, ref):
+        np.testing.assert_allclose(o.detach().numpy(), r, rtol=0, atol=1e-5)
+    (out[0].pow(2).sum() + out[1].sum()).backward()
+    assert torch.isfinite(inp.grad).all() and inp.grad.abs().sum() > 0
+
+
+def _graph(nodes, feeds, consts=None, outputs=(("y", TensorProto.FLOAT),), opset=13):
+    from onnx import numpy_helper
+
+    kinds = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.int64): TensorProto.INT64,
+             np.dtype(bool): TensorProto.BOOL}
+    g = helper.make_graph(
+        [helper.make_node(op, ins, outs, **attrs) for op, ins, outs, attrs in nodes], "case",
+        [helper.make_tensor_value_info(k, kinds[v.dtype], v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info(n, t, None) for n, t in outputs],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in (consts or {}).items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]), feeds
+
+
+R = np.random.default_rng(0)
+X4 = R.standard_normal((1, 2, 7, 8)).astype(np.float32)
+X3 = R.standard_normal((2, 3, 4)).astype(np.float32)
+I64 = np.int64
+INT = TensorProto.INT64
+
+
+def _one(op, ins=("x",), x=X4, consts=None, opset=13, out=TensorProto.FLOAT, **attrs):
+    return _graph([(op, list(ins), ["y"], attrs)], {"x": x}, consts, (("y", out),), opset)
+
+
+CASES = {
+    "resize_nearest_asym_floor": _one("Resize", ("x", "", "", "s"), consts={"s": np.array([1, 2, 9, 4], I64)},
+                                      mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    "resize_nearest_half_pixel": _one("Resize", ("x", "", "sc"), consts={"sc": np.array([1, 1, 2, 1.5], np.float32)},
+                                      mode="nearest"),
+    "resize_linear_align_corners": _one("Resize", ("x", "", "", "s"), consts={"s": np.array([1, 2, 9, 4], I64)},
+                                        mode="linear", coordinate_transformation_mode="align_corners"),
+    "resize_linear_pytorch_half_pixel_down": _one("Resize", ("x", "", "sc"), mode="linear",
+                                                  consts={"sc": np.array([1, 1, 0.5, 2], np.float32)},
+                                                  coordinate_transformation_mode="pytorch_half_pixel"),
+    "resize_linear_asymmetric": _one("Resize", ("x", "", "sc"), consts={"sc": np.array([1, 1, 3, 2], np.float32)},
+                                     mode="linear", coordinate_transformation_mode="asymmetric"),
+    "pad_reflect": _one("Pad", ("x", "p"), consts={"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], I64)}, mode="reflect"),
+    "pad_edge": _one("Pad", ("x", "p"), consts={"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], I64)}, mode="edge"),
+    "pad_constant_negative": _one("Pad", ("x", "p", "v"), consts={"p": np.array([0, 0, 1, -2, 0, 0, -1, 3], I64),
+                                                                  "v": np.float32(0.5)}),
+    "slice_negative_step": _one("Slice", ("x", "a", "b", "ax", "st"),
+                                consts={"a": np.array([-1, 1], I64), "b": np.array([-2 ** 62, 100], I64),
+                                        "ax": np.array([3, 2], I64), "st": np.array([-2, 2], I64)}),
+    "gather_negative": _one("Gather", ("x", "i"), x=X3, consts={"i": np.array([[-1, 0], [1, -2]], I64)}, axis=1),
+    "gather_scalar": _one("Gather", ("x", "i"), x=X3, consts={"i": np.array(-1, I64)}, axis=2),
+    "expand": _one("Expand", ("x", "s"), x=X3[:, :, :1], consts={"s": np.array([2, 1, 1, 4], I64)}),
+    "tile": _one("Tile", ("x", "r"), x=X3, consts={"r": np.array([2, 1, 3], I64)}),
+    "conv_same_upper_stride2": _one("Conv", ("x", "w", "b"), consts={"w": R.standard_normal((3, 2, 3, 3)).astype(np.float32),
+                                                                     "b": np.ones(3, np.float32)},
+                                    auto_pad="SAME_UPPER", strides=[2, 2]),
+    "conv_asymmetric_dilated": _one("Conv", ("x", "w"), consts={"w": R.standard_normal((2, 1, 3, 2)).astype(np.float32)},
+                                    pads=[0, 1, 2, 1], dilations=[2, 1], group=2),
+    "avgpool_asym_exclude_pad": _one("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]),
+    "avgpool_include_pad_ceil": _one("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+                                     count_include_pad=1, ceil_mode=1),
+    "maxpool_ceil": _one("MaxPool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    "maxpool_dilated": _one("MaxPool", kernel_shape=[2, 3], dilations=[2, 1], pads=[1, 1, 0, 1]),
+    "maxpool_same_lower": _one("MaxPool", kernel_shape=[2, 3], auto_pad="SAME_LOWER"),
+    "global_max_pool": _one("GlobalMaxPool"),
+    "reduce_prod_attr": _one("ReduceProd", axes=[1, 2], keepdims=0),
+    "reduce_max_input_axes": _one("ReduceMax", ("x", "a"), consts={"a": np.array([-1], I64)}, opset=18),
+    "reduce_mean_all": _one("ReduceMean", keepdims=0),
+    "reduce_logsumexp": _one("ReduceLogSumExp", axes=[2]),
+    "reduce_sum_square": _one("ReduceSumSquare", axes=[0, 3], keepdims=0),
+    "reduce_l1": _one("ReduceL1", axes=[1]),
+    "argmax_last": _one("ArgMax", x=np.array([[1, 3, 3], [2, 2, 0]], np.float32), out=INT, axis=1, keepdims=0,
+                        select_last_index=1),
+    "einsum": _graph([("Einsum", ["x", "w"], ["y"], {"equation": "bij,jk->bik"})], {"x": X3},
+                     {"w": R.standard_normal((4, 5)).astype(np.float32)}, opset=13),
+    "instance_norm": _one("InstanceNormalization", ("x", "s", "b"),
+                          consts={"s": np.array([1.5, 0.5], np.float32), "b": np.array([0.1, -0.2], np.float32)}),
+    "layer_norm_axis1": _one("LayerNormalization", ("x", "s"), x=X3, consts={"s": R.standard_normal((3, 4)).astype(np.float32)},
+                             axis=1, opset=17),
+    "gelu_tanh": _one("Gelu", opset=20, approximate="tanh"),
+    "hard_swish": _one("HardSwish", opset=14), "mish": _one("Mish", opset=18), "softplus": _one("Softplus"),
+    "elu": _one("Elu", alpha=0.7), "leaky_relu": _one("LeakyRelu", alpha=0.2),
+    "prelu": _one("PRelu", ("x", "s"), consts={"s": np.array([[[0.2]], [[0.5]]], np.float32)}),
+    "softmax_opset11_coerced": _one("Softmax", x=X3, opset=11, axis=1),
+    "log_softmax_axis1": _one("LogSoftmax", x=X3, axis=1),
+    "split_num_outputs": _graph([("Split", ["x"], ["a", "b", "c"], {"axis": 3, "num_outputs": 3})],
+                                {"x": R.standard_normal((1, 2, 3, 7)).astype(np.float32)}, None,
+                                (("a", TensorProto.FLOAT), ("b", TensorProto.FLOAT), ("c", TensorProto.FLOAT)), opset=18),
+    "clip_max_only": _one("Clip", ("x", "", "m"), consts={"m": np.float32(0.3)}),
+    "flatten_axis0": _one("Flatten", axis=0), "transpose_default": _one("Transpose", x=X3),
+    "squeeze_all": _one("Squeeze", x=X3.reshape(1, 2, 1, 3, 4)),
+    "unsqueeze_negative": _one("Unsqueeze", ("x", "a"), x=X3, consts={"a": np.array([-1, 0], I64)}),
+    "shape_start_end": _one("Shape", x=X3, out=INT, opset=15, start=1, end=-1),
+    "gemm_trans_alpha_beta": _one("Gemm", ("x", "w", "c"), x=X3[0],
+                                  consts={"w": R.standard_normal((5, 4)).astype(np.float32), "c": np.float32([[0.5]])},
+                                  transB=1, alpha=0.5, beta=2.0),
+    "gemm_transA": _one("Gemm", ("x", "w"), x=X3[0], consts={"w": R.standard_normal((3, 2)).astype(np.float32)}, transA=1),
+    "div_int_truncates": _one("Div", ("x", "d"), x=np.array([7, -7, 9], I64), consts={"d": np.array([2, 2, -4], I64)},
+                              out=INT),
+    "variadic_max_min_sum_mean": _graph(
+        [("Max", ["x", "b", "c"], ["m"], {}), ("Min", ["x", "b"], ["n"], {}), ("Sum", ["m", "n", "c"], ["s"], {}),
+         ("Mean", ["s", "x"], ["y"], {})], {"x": X3},
+        {"b": R.standard_normal((3, 1)).astype(np.float32), "c": R.standard_normal(4).astype(np.float32)}),
+    "constant_of_shape_range_cast_where": _graph(
+        [("ConstantOfShape", ["shp"], ["k"], {"value": helper.make_tensor("v", TensorProto.FLOAT, [1], [1.5])}),
+         ("Range", ["r0", "r1", "r2"], ["r"], {}), ("Cast", ["r"], ["rf"], {"to": TensorProto.FLOAT}),
+         ("Greater", ["x", "k"], ["g"], {}), ("Where", ["g", "x", "rf"], ["w"], {}), ("Add", ["w", "k"], ["y"], {})],
+        {"x": X3 * 2}, {"shp": np.array([2, 3, 4], I64), "r0": np.int64(0), "r1": np.int64(8), "r2": np.int64(2)}),
+    "unary_chain": _graph(
+        [(op, [a], [b], {}) for op, a, b in [("Abs", "x", "a"), ("Exp", "a", "b"), ("Log", "b", "c"), ("Neg", "c", "d"),
+                                             ("Sin", "d", "e"), ("Cos", "e", "f"), ("Tanh", "f", "g"),
+                                             ("Reciprocal", "g", "h"), ("Sqrt", "h", "i"), ("Sign", "x", "j")]]
+        + [("Add", ["i", "j"], ["y0"], {}), ("Floor", ["x"], ["fl"], {}), ("Ceil", ["x"], ["ce"], {}),
+           ("Round", ["x"], ["ro"], {}), ("Sum", ["y0", "fl", "ce", "ro"], ["y"], {})], {"x": X3 * 3}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_single_ops_match_onnxruntime(name):
+    model, feeds = CASES[name]
+    ref = _session(model).run(None, feeds)
+    out = OnnxGraph(model)(*[torch.from_numpy(v) for v in feeds.values()])
+    assert len(out) == len(ref)
+    for o, r in zip(out, ref):
+        assert tuple(o.shape) == r.shape, name
+        np.testing.assert_allclose(o.numpy().astype(r.dtype), r, rtol=1e-5, atol=1e-5, err_msg=name)
