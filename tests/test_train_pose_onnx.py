@@ -161,3 +161,155 @@ def test_single_ops_match_onnxruntime(name):
     for o, r in zip(out, ref):
         assert tuple(o.shape) == r.shape, name
         np.testing.assert_allclose(o.numpy().astype(r.dtype), r, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+# ------------------------------------------------------------------------------------------------
+# build-time refusals
+
+
+def test_unsupported_op_fails_at_build_with_one_line_naming_it(tmp_path):
+    from train.losses import build_pose_loss
+
+    path = save(tiny_rtmpose(13, extra_op="Det"), tmp_path / "det.onnx")
+    with pytest.raises(CheckpointError) as err:
+        build_pose_loss({"backbone": f"dwpose_onnx:{path}"}, None)
+    msg = str(err.value)
+    assert "ONNX op Det" in msg and str(path) in msg and "\n" not in msg
+    custom = _one("Relu")[0]
+    custom.graph.node[0].domain = "com.microsoft"
+    with pytest.raises(CheckpointError, match="com.microsoft.Relu"):
+        OnnxGraph(custom)
+    cubic = _one("Resize", ("x", "", "sc"), consts={"sc": np.array([1, 1, 2, 2], np.float32)}, mode="cubic")[0]
+    with pytest.raises(CheckpointError, match="Resize.*mode=cubic"):
+        OnnxGraph(cubic)
+
+
+def test_missing_or_unreadable_estimator_file_is_a_clear_error(tmp_path):
+    from train.losses import build_pose_loss
+
+    with pytest.raises(ModelFilesNotFoundError, match="dw-ll_ucoco_384.onnx") as err:
+        build_pose_loss({"backbone": f"dwpose_onnx:{tmp_path}"}, None)  # a folder without the DWPose file
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        build_pose_loss({"backbone": f"dwpose_onnx:{tmp_path / 'nope.onnx'}"}, None)
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07not an onnx model at all")
+    with pytest.raises(CheckpointError, match="bad.onnx"):
+        build_pose_loss({"backbone": f"dwpose_onnx:{tmp_path / 'bad.onnx'}"}, None)
+
+
+def test_pose_loss_config_is_checked_when_loaded():
+    from train.phases import load_config
+
+    assert load_config(None, ["losses.pose.backbone=dwpose_onnx:models/dw-ll_ucoco_384.onnx",
+                              "losses.pose.compare=coords"])["losses"]["pose"]["compare"] == "coords"
+    for bad in (["losses.pose.backbone=dwpose"], ["losses.pose.backbone=dwpose_onnx:"],
+                ["losses.pose.compare=heatmap"]):
+        with pytest.raises(ConfigError, match="losses.pose"):
+            load_config(None, bad)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loss
+
+
+@pytest.fixture(scope="module")
+def tiny_file(tmp_path_factory):
+    return save(tiny_rtmpose(17), tmp_path_factory.mktemp("pose_onnx") / "dw-ll_ucoco_384.onnx")
+
+
+def test_crop_and_normalisation_follow_the_dwpose_backend(tiny_file):
+    import cv2
+
+    from echomimic_core.pose.dwpose import MEAN, STD, box_center_scale, fix_aspect, warp_matrix
+    from train.losses import build_pose_loss
+
+    loss = build_pose_loss({"backbone": f"dwpose_onnx:{tiny_file}"}, None)
+    assert (loss.in_h, loss.in_w) == (32, 24) and not loss.batch_one  # read from the graph's input
+    rng = np.random.default_rng(0)
+    for h, w in ((64, 64), (48, 80)):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 1.5)
+        center, scale = box_center_scale(np.array([0, 0, w, h], float))  # the backend's whole-frame box
+        scale = fix_aspect(scale, loss.in_w / loss.in_h)
+        ref = cv2.warpAffine(img, warp_matrix(center, scale, loss.in_w, loss.in_h), (loss.in_w, loss.in_h),
+                             flags=cv2.INTER_LINEAR)
+        ref = ((ref - MEAN) / STD).transpose(2, 0, 1)
+        ours = loss.estimator_input(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1)[0].numpy()
+        # cv2 rounds to uint8 and interpolates in fixed point: under one grey level apart
+        assert np.abs(ours - ref).max() * STD.min() < 1.0
+
+
+def test_keypoint_map_loss_is_zero_at_the_target_and_differentiable(tiny_file):
+    from train.losses import build_pose_loss
+
+    torch.manual_seed(0)
+    target = torch.rand(2, 3, 64, 64) * 2 - 1
+    for compare in ("simcc", "coords"):
+        loss = build_pose_loss({"backbone": f"dwpose_onnx:{tiny_file}", "compare": compare}, None)
+        assert torch.equal(loss(target, target), torch.zeros(2))
+        pred = (target + 0.5 * torch.randn_like(target)).clamp(-1, 1).requires_grad_(True)
+        per = loss(pred, target)
+        assert per.shape == (2,) and (per > 0).all()
+        per.sum().backward()
+        assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_static_batch_one_graph_runs_sample_by_sample(tmp_path):
+    from train.losses import build_pose_loss
+
+    one = build_pose_loss({"backbone": f"dwpose_onnx:{save(tiny_rtmpose(13, batch=1), tmp_path / 'b1.onnx')}"}, None)
+    assert one.batch_one
+    torch.manual_seed(1)
+    pred, target = torch.rand(3, 3, 40, 40) * 2 - 1, torch.rand(3, 3, 40, 40) * 2 - 1
+    per = one(pred, target)
+    alone = torch.cat([one(pred[i:i + 1], target[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(per, alone)
+
+
+class _PeakNet(torch.nn.Module):
+    """Stand-in estimator with known keypoint maps: keypoint k peaks at a position set by the mean of
+    channel k of the input; keypoint 2's maps are all zero on dark images (confidence 0)."""
+
+    def forward(self, x):
+        pos = x.mean((2, 3))  # [B, 3]
+        bins = torch.arange(40, dtype=torch.float32)
+        centre = (20 + 6 * pos)[..., None]
+        sx = torch.exp(-(bins - centre) ** 2 / 8.0)
+        sy = torch.exp(-(bins - centre) ** 2 / 8.0)
+        sx = torch.cat([sx[:, :2], sx[:, 2:] * (pos[:, 2:, None] > -1).float()], 1)
+        return sx, sy
+
+
+def test_maps_are_compared_per_keypoint_weighted_by_the_targets_confidence():
+    from train.pose_keypoints import DWPoseKeypointLoss
+
+    target = torch.zeros(1, 3, 16, 12)
+    target[:, 2] = -1.0  # keypoint 2 unseen on the target: its x map is zero → weight 0
+    for compare in ("simcc", "coords"):
+        loss = DWPoseKeypointLoss(_PeakNet(), (16, 12), compare)
+        near, far, other = target.clone(), target.clone(), target.clone()
+        near[:, 0] += 0.3
+        far[:, 0] += 1.0
+        other[:, 2] = 1.0  # only the zero-weight keypoint moves
+        assert loss(target, target) == 0
+        assert 0 < loss(near, target) < loss(far, target)
+        assert loss(other, target) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_phd_training_step_with_the_dwpose_onnx_backbone(tmp_path, fixtures, tiny_file):
+    """Two stage-1 steps with every sample in the pose-dominant phase (t ≥ 0.9 T): the pose term
+    comes from the ONNX estimator, is positive and finite, and the step trains."""
+    from support.train import tiny_cfg, train_run
+    from train import data as D
+
+    dataset = D.write_tiny_dataset(tmp_path / "ds", num_clips=2, num_frames=6, size=64, tokens=20)
+    cfg = tiny_cfg("stage1_1_initial_pose", tmp_path / "run", fixtures / "weights", dataset,
+                   training={"timestep_range": [900, 1000]},
+                   losses={"pose": {"backbone": f"dwpose_onnx:{tiny_file}", "compare": "simcc"}})
+    tr, result = train_run(cfg)
+    assert result["step"] == 2
+    last = result["last"]
+    assert np.isfinite(last["loss"]) and last["pose"] > 0 and last["detail"] == 0 and last["lpips"] == 0
+    assert last["loss"] > last["latent"]  # the pose term is part of the total
+    assert type(tr.phd.pose_loss).__name__ == "DWPoseKeypointLoss"
