@@ -313,3 +313,28 @@ def test_phd_training_step_with_the_dwpose_onnx_backbone(tmp_path, fixtures, tin
     assert np.isfinite(last["loss"]) and last["pose"] > 0 and last["detail"] == 0 and last["lpips"] == 0
     assert last["loss"] > last["latent"]  # the pose term is part of the total
     assert type(tr.phd.pose_loss).__name__ == "DWPoseKeypointLoss"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter announces its removal
+def test_a_torch_onnx_export_of_rtmpose_layers_round_trips(tmp_path):
+    """The graph torch.onnx writes for RTMPose's layer types (the TorchScript exporter at opset 11, as
+    mmdeploy exported DWPose) runs in the interpreter like the torch module and onnxruntime."""
+    from support.onnx_graphs import rtmpose_like_torch_module
+
+    module = rtmpose_like_torch_module()
+    x = torch.randn(1, 3, 32, 24, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "exported.onnx"
+    try:
+        torch.onnx.export(module, (x,), str(path), input_names=["input"], output_names=["simcc_x", "simcc_y"],
+                          opset_version=11, dynamo=False)
+    except Exception as exc:  # the legacy exporter is deprecated upstream
+        pytest.skip(f"torch.onnx TorchScript export unavailable: {exc}")
+    model = onnx.load(str(path))
+    assert {"HardSigmoid", "ReduceL2", "Split", "Clip", "MatMul"} <= {n.op_type for n in model.graph.node}
+    graph = OnnxGraph(model)
+    ref = _session(model).run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        want = module(x)
+    for o, r, w in zip(graph(x), ref, want):
+        np.testing.assert_allclose(o.numpy(), r, rtol=0, atol=1e-5)
+        torch.testing.assert_close(o, w, rtol=0, atol=1e-5)

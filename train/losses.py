@@ -191,7 +191,8 @@ def check_pose_loss(cfg: dict) -> None:
     """Config check of `losses.pose` (files are looked up when the loss is built)."""
     kind = cfg.get("backbone", "pose_encoder")
     prefix, _, path = kind.partition(":") if isinstance(kind, str) else ("", "", "")
-    if kind not in ("pose_encoder", "random_init_for_tests") and not (prefix in ("dwpose_onnx", "torchscript") and path):
+    with_file = prefix in ("dwpose_onnx", "torchscript") and bool(path)
+    if kind not in ("pose_encoder", "random_init_for_tests") and not with_file:
         raise ConfigError(f"unknown losses.pose.backbone {kind!r}; use {' | '.join(POSE_BACKBONES)}")
     if cfg.get("compare", "simcc") not in POSE_COMPARE:
         raise ConfigError(f"losses.pose.compare must be one of {POSE_COMPARE}, got {cfg.get('compare')!r}")

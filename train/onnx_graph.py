@@ -90,7 +90,8 @@ class OnnxGraph(nn.Module):
                     f"{f' (node {node.name!r})' if node.name else ''}"
             if node.domain not in ("", "ai.onnx") or node.op_type not in OPS and node.op_type != "Constant":
                 raise CheckpointError(f"{where} is not supported by the pose-loss ONNX interpreter "
-                                      f"(train/onnx_ops.py); use losses.pose.backbone: torchscript:<file> or pose_encoder")
+                                      "(train/onnx_ops.py); use losses.pose.backbone: torchscript:<file> "
+                                      "or pose_encoder")
             attrs = _attributes(node)
             outputs = list(node.output)
             if node.op_type == "Constant":

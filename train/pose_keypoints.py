@@ -79,7 +79,8 @@ class DWPoseKeypointLoss(nn.Module):
         self.in_h, self.in_w = (int(v) for v in input_hw)
         self.compare, self.beta, self.batch_one = compare, float(beta), batch_one
         names = list(output_names or [])
-        self._pick = [names.index("simcc_x"), names.index("simcc_y")] if {"simcc_x", "simcc_y"} <= set(names) else [0, 1]
+        named = {"simcc_x", "simcc_y"} <= set(names)
+        self._pick = [names.index("simcc_x"), names.index("simcc_y")] if named else [0, 1]
         self.register_buffer("mean", torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 

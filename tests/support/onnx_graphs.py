@@ -178,3 +178,49 @@ def save(model, path) -> str:
 
     onnx.save(model, str(path))
     return str(path)
+
+
+def rtmpose_like_torch_module(height: int = 32, width: int = 24, keypoints: int = 5):
+    """A torch module with the layer types of RTMPose (CSPNeXt stem + channel attention + SPPF pooling,
+    RTMCC head: 7×7 conv, ScaleNorm via torch.norm, GAU with split/unbind/bmm/relu², SimCC linears), to be
+    exported by torch.onnx the way mmdeploy exported DWPose (TorchScript exporter, opset 11)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+    hw = (height // 2) * (width // 2)
+
+    class ScaleNorm(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.scale, self.g = dim ** -0.5, nn.Parameter(torch.ones(1) * 1.1)
+
+        def forward(self, x):
+            return x / (torch.norm(x, dim=-1, keepdim=True) * self.scale).clamp(min=1e-5) * self.g
+
+    class RTMPoseLike(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.SiLU())
+            self.att, self.hsig = nn.Conv2d(8, 8, 1), nn.Hardsigmoid()
+            self.mix = nn.Conv2d(16, 8, 1)
+            self.final = nn.Conv2d(8, keypoints, 7, 1, 3)
+            self.mlp = nn.Sequential(ScaleNorm(hw), nn.Linear(hw, 16, bias=False))
+            self.ln, self.uv = ScaleNorm(16), nn.Linear(16, 72, bias=False)
+            self.gamma, self.beta = nn.Parameter(torch.rand(2, 8)), nn.Parameter(torch.rand(2, 8) * 0.1)
+            self.o, self.res = nn.Linear(32, 16, bias=False), nn.Parameter(torch.ones(16) * 0.9)
+            self.cls_x, self.cls_y = nn.Linear(16, 2 * width, bias=False), nn.Linear(16, 2 * height, bias=False)
+
+        def forward(self, x):
+            h = self.stem(x)
+            h = h * self.hsig(self.att(F.adaptive_avg_pool2d(h, 1)))
+            h = self.mix(torch.cat([h, F.max_pool2d(h, 5, 1, 2)], 1))
+            f = self.mlp(torch.flatten(self.final(h), 2))
+            u, v, base = torch.split(F.silu(self.uv(self.ln(f))), [32, 32, 8], dim=2)
+            q, k = torch.unbind(base.unsqueeze(2) * self.gamma[None, None] + self.beta, dim=2)
+            kernel = torch.square(F.relu(torch.bmm(q, k.permute(0, 2, 1)) / 8 ** 0.5))
+            f = f * self.res + self.o(u * torch.bmm(kernel, v))
+            return self.cls_x(f), self.cls_y(f)
+
+    return RTMPoseLike().eval()
