@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from echomimic_core.errors import CheckpointError, ConfigError, InputError
 from train import data as D
 from train import lora_setup
 from train import modeling as M
@@ -149,7 +150,7 @@ class Trainer:
             M.enable_gradient_checkpointing(self.net)
         params = [p for p in self.net.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("the phase's trainable selectors select no parameter")
+            raise ConfigError("the phase's trainable selectors select no parameter")
         o = cfg["optim"]
         from train.optim import build_optimizer
 
@@ -481,6 +482,9 @@ def main(argv=None) -> int:
         result = trainer.train()
     except D.TooManyBadClips as exc:  # from a DataLoader worker the message ends its traceback: last line
         print(f"error: {str(exc).strip().splitlines()[-1].split('TooManyBadClips: ')[-1]}", file=sys.stderr)
+        return 2
+    except (ConfigError, InputError, CheckpointError) as exc:  # a bad value or file met while building: one line
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     trainer.acc.print(json.dumps({"step": result["step"], "interrupted": result["interrupted"],
                                   "loss": result["last"].get("loss")}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from echomimic_core.errors import ConfigError
 from train.data import KP_ARRAYS, rng_of
 
 
@@ -22,9 +23,9 @@ def check_augment(cfg: dict | None) -> dict:
     prob = float(cfg.get("prob", 0.0))
     lo, hi = (float(v) for v in cfg.get("scale", (0.85, 1.0)))
     if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"data.augment.prob is a probability in [0, 1], got {prob}")
+        raise ConfigError(f"data.augment.prob is a probability in [0, 1], got {prob}")
     if not 0.1 <= lo <= hi <= 1.0:
-        raise ValueError(f"data.augment.scale must be [min, max] with 0.1 <= min <= max <= 1 (crop side / frame side), "
+        raise ConfigError(f"data.augment.scale must be [min, max] with 0.1 <= min <= max <= 1 (crop side / frame side), "
                          f"got {[lo, hi]}")
     return {"prob": prob, "scale": (lo, hi)}
 

@@ -16,6 +16,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from echomimic_core.errors import ConfigError
+
 #: what a damaged clip raises while being read (PyAV's decode errors are OSError/ValueError subclasses)
 BAD_CLIP_ERRORS = (OSError, ValueError, KeyError, EOFError, IndexError, zipfile.BadZipFile)
 
@@ -32,7 +34,7 @@ class BadClips:
         """``num_clips`` may be set later (after listing, which can itself find damaged clips); the
         fraction is checked once it is known."""
         if not 0.0 <= float(max_fraction) <= 1.0:
-            raise ValueError(f"data.max_bad_fraction is a fraction in [0, 1], got {max_fraction}")
+            raise ConfigError(f"data.max_bad_fraction is a fraction in [0, 1], got {max_fraction}")
         self.num_clips = num_clips
         self.max_fraction = float(max_fraction)
         self.log_path = Path(log_path) if log_path is not None else None

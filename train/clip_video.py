@@ -15,6 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
+from echomimic_core.errors import InputError
+
 FRAMES_MP4 = "frames.mp4"
 
 
@@ -29,7 +31,7 @@ def write_frames_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = 24, cr
             if stream is None:
                 h, w = img.shape[:2]
                 if h % 2 or w % 2:
-                    raise ValueError(f"frames.mp4 needs an even frame size, got {w}x{h}")
+                    raise InputError(f"frames.mp4 needs an even frame size, got {w}x{h}")
                 stream = out.add_stream("libx264", rate=fps, options={"crf": str(crf), "preset": "medium",
                                                                      "g": str(gop), "keyint_min": str(gop),
                                                                      "sc_threshold": "0"})

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from echomimic_core.errors import ConfigError, InputError
 from echomimic_core.pose.arrays import frame_from_arrays
 
 # the format itself (constants, writers, reader) lives in train/dataset_format.py; re-exported here
@@ -155,7 +156,7 @@ class TrainDataset(Dataset):
                  hue_rotation: float = 0.0, min_ref_gap: int | None = None, augment: dict | None = None,
                  bad_clips: BadClips | None = None):
         if not clips:
-            raise ValueError("no usable clips (check data.roots / data.kinds and clip lengths)")
+            raise ConfigError("no usable clips (check data.roots / data.kinds and clip lengths)")
         self.clips = clips
         self.size = int(resolution)
         self.clip_frames = int(clip_frames)
@@ -165,7 +166,7 @@ class TrainDataset(Dataset):
         self.seed = seed
         self.repeat = max(1, int(repeat))
         if not 0.0 <= float(hue_rotation) <= 1.0:
-            raise ValueError(f"data.hue_rotation is a probability in [0, 1], got {hue_rotation}")
+            raise ConfigError(f"data.hue_rotation is a probability in [0, 1], got {hue_rotation}")
         self.hue_rotation = float(hue_rotation)
         from train.augment import check_augment
 
@@ -230,7 +231,7 @@ class TrainDataset(Dataset):
             stride = max(1, (clip.num_frames - 1) // max(1, self.clip_frames - 1))
             span = (self.clip_frames - 1) * stride + 1
             if span > clip.num_frames:
-                raise ValueError(f"clip {clip.path} has {clip.num_frames} frames < clip_frames {self.clip_frames}")
+                raise InputError(f"clip {clip.path} has {clip.num_frames} frames < clip_frames {self.clip_frames}")
         else:
             stride = self.stride
         start = int(rng.integers(0, clip.num_frames - span + 1))
@@ -361,7 +362,7 @@ def ensure_audio_features(clips: list[Clip], mode: str, cache_dir: Path, encoder
     mode "cached": use clips' audio_features.npy (error if missing); "compute": always recompute into
     cache_dir; "auto": cached when present, else compute. Only the main process computes; the others wait."""
     if mode not in ("auto", "cached", "compute"):
-        raise ValueError("data.audio_features must be auto | cached | compute")
+        raise ConfigError("data.audio_features must be auto | cached | compute")
     todo = []
     for c in clips:
         has = (c.path / "audio_features.npy").is_file()

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from echomimic_core.errors import InputError
+
 FPS = 24
 SAMPLE_RATE = 16000
 FORMAT = "echomimic-v2-train/1"
@@ -60,7 +62,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """16-bit PCM wav → float32 mono in [-1, 1] and its sample rate."""
     with wave.open(str(path), "rb") as f:
         if f.getsampwidth() != 2:
-            raise ValueError(f"{path}: expected 16-bit PCM")
+            raise InputError(f"{path}: expected 16-bit PCM")
         n, ch, sr = f.getnframes(), f.getnchannels(), f.getframerate()
         data = np.frombuffer(f.readframes(n), dtype=np.int16).astype(np.float32) / 32768.0
     if ch > 1:
@@ -101,7 +103,7 @@ def write_clip(root: str | os.PathLike, clip_id: str, frames: Iterable[np.ndarra
             if not size:
                 size.extend(fr.shape[:2])
             if tuple(fr.shape[:2]) != tuple(size):
-                raise ValueError(f"clip {clip_id}: frame {i} has size {fr.shape[:2]}, expected {tuple(size)}")
+                raise InputError(f"clip {clip_id}: frame {i} has size {fr.shape[:2]}, expected {tuple(size)}")
             yield fr
 
     if image_ext == ".mp4":
@@ -116,13 +118,13 @@ def write_clip(root: str | os.PathLike, clip_id: str, frames: Iterable[np.ndarra
                                                                                cv2.COLOR_RGB2BGR))
             num += 1
     if not num:
-        raise ValueError(f"clip {clip_id}: no frames")
+        raise InputError(f"clip {clip_id}: no frames")
     h, w = size
     write_wav(d / "audio.wav", audio, 16000)
     kp = {k: np.asarray(keypoints[k], dtype=np.float32) for k in KP_ARRAYS}
     for k, shape in KP_ARRAYS.items():
         if kp[k].shape != (num,) + shape:
-            raise ValueError(f"keypoints[{k!r}] has shape {kp[k].shape}, expected {(num,) + shape}")
+            raise InputError(f"keypoints[{k!r}] has shape {kp[k].shape}, expected {(num,) + shape}")
     save_npz(d / "keypoints.npz", **kp)
     if regions is not None:
         save_npz(d / "regions.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in regions.items()})
@@ -170,7 +172,7 @@ def list_clips(roots: Sequence[str | os.PathLike], kinds: Sequence[str] | None =
         if idx_path.is_file():
             idx = json.loads(idx_path.read_text())
             if idx.get("format", FORMAT) != FORMAT:
-                raise ValueError(f"{idx_path}: unsupported format {idx.get('format')!r}, expected {FORMAT}")
+                raise InputError(f"{idx_path}: unsupported format {idx.get('format')!r}, expected {FORMAT}")
             ids = idx["clips"]
         elif (root / "clips").is_dir():
             ids = sorted(p.name for p in (root / "clips").iterdir() if (p / "meta.json").is_file())
@@ -182,7 +184,7 @@ def list_clips(roots: Sequence[str | os.PathLike], kinds: Sequence[str] | None =
                 meta = json.loads((d / "meta.json").read_text())
                 num_frames, width, height = int(meta["num_frames"]), int(meta["width"]), int(meta["height"])
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                error = ValueError(f"{d / 'meta.json'} is missing or damaged ({type(exc).__name__}: {exc})")
+                error = InputError(f"{d / 'meta.json'} is missing or damaged ({type(exc).__name__}: {exc})")
                 if bad_clips is not None:
                     bad_clips.record(d, error)
                 else:

@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+from echomimic_core.errors import ConfigError
 from train import data as D
 
 
@@ -34,9 +35,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= i < n")
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
     return i, n
 
 

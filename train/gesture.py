@@ -36,6 +36,7 @@ if __package__ in (None, ""):
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from echomimic_core.errors import InputError  # noqa: E402
 from echomimic_core.gesture import DEFAULT_MODEL_DIR, GestureModel, frame_audio, speech_envelope, speech_onsets  # noqa: E402
 from echomimic_core.gesture import metrics as M  # noqa: E402
 from echomimic_core.gesture.motion import body_frame_arrays, points_from_arrays, to_motion  # noqa: E402
@@ -74,7 +75,7 @@ class ClipData:
         origin, scale = body_frame_arrays(kp["bodies"], kp["bodies_score"], size)
         ok = np.isfinite(scale) & np.isfinite(origin).all(-1)
         if not ok.any():
-            raise ValueError(f"{clip.path}: no frame shows both shoulders")
+            raise InputError(f"{clip.path}: no frame shows both shoulders")
         fill = int(np.argmax(ok))
         origin[~ok], scale[~ok] = origin[fill], scale[fill]
         pts, valid = points_from_arrays(kp["bodies"], kp["bodies_score"], kp["hands"], kp["hands_score"])

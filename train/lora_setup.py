@@ -31,6 +31,8 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from echomimic_core.errors import ConfigError, InputError
+
 VERSION = 1
 DEFAULTS = {"enabled": True, "rank": 16, "alpha": 16.0, "dropout": 0.0, "networks": ["denoising_unet"],
             "attention": ["attn1", "attn2"], "projections": ["to_q", "to_k", "to_v", "to_out.0"],
@@ -47,12 +49,12 @@ def lora_config(cfg: dict) -> Optional[dict]:
         return None
     out = dict(DEFAULTS, **sec)
     if int(out["rank"]) < 1:
-        raise ValueError("lora.rank must be >= 1")
+        raise ConfigError("lora.rank must be >= 1")
     bad = [n for n in out["networks"] if n not in LORA_NETWORKS]
     if bad or not out["networks"]:
-        raise ValueError(f"lora.networks must be a non-empty subset of {LORA_NETWORKS} (got {out['networks']})")
+        raise ConfigError(f"lora.networks must be a non-empty subset of {LORA_NETWORKS} (got {out['networks']})")
     if cfg["init"]["from"] != "official":
-        raise ValueError("a LoRA adapts trained weights: use init.from: official (init.weights_folder = the base)")
+        raise ConfigError("a LoRA adapts trained weights: use init.from: official (init.weights_folder = the base)")
     return out
 
 
@@ -121,7 +123,7 @@ def setup(cfg: dict, models, run_dir: Optional[Path] = None) -> Optional[LoraTra
     for name in lc["networks"]:
         targets[name] = target_modules(name, nets[name], lc)
         if not targets[name]:
-            raise ValueError(f"lora: no module of {name} matches attention={lc['attention']} "
+            raise ConfigError(f"lora: no module of {name} matches attention={lc['attention']} "
                              f"projections={lc['projections']} extra_modules={lc['extra_modules']}")
         pc = LoraConfig(r=int(lc["rank"]), lora_alpha=float(lc["alpha"]), lora_dropout=float(lc["dropout"]),
                         target_modules=targets[name], use_rslora=bool(lc["use_rslora"]), init_lora_weights=True)
@@ -175,7 +177,7 @@ def lora_from_state(state: Dict[str, torch.Tensor], lc: dict, base, base_model: 
             halves.setdefault((m["net"], m["mod"]), {})[m["ab"]] = v.detach().float().cpu().contiguous()
     modules = {key: (p["A"], p["B"]) for key, p in sorted(halves.items()) if set(p) == {"A", "B"}}
     if not modules:
-        raise ValueError("the training state holds no LoRA adapter weights (was the run trained with a lora: "
+        raise InputError("the training state holds no LoRA adapter weights (was the run trained with a lora: "
                          "section?)")
     targets = {k: lc[k] for k in ("networks", "attention", "projections", "motion_modules", "extra_modules")}
     meta = LoraMetadata(base_model_hash=base.hash, base_structure=base.structure, rank=int(lc["rank"]),
@@ -195,7 +197,7 @@ def export_run_lora(run: Path, ck: Path, cfg: dict, state: Dict[str, torch.Tenso
 
     lc = lora_config(cfg)
     if lc is None:
-        raise ValueError(f"{run}: this run has no lora: section; export full weights without --lora")
+        raise ConfigError(f"{run}: this run has no lora: section; export full weights without --lora")
     base, base_model = load_base(run / BASE_FILE)
     out = Path(out)
     path = out if out.suffix == ".safetensors" else out / "lora.safetensors"

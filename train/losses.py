@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from echomimic_core.errors import ConfigError, ModelFilesNotFoundError
+
 PHASES = ("pose", "detail", "low")
+POSE_BACKBONES = ("pose_encoder", "dwpose_onnx:<file>", "torchscript:<file>", "random_init_for_tests")
+POSE_COMPARE = ("simcc", "coords")  # how dwpose_onnx keypoint maps are compared (train/pose_keypoints.py)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,29 +187,48 @@ class RandomInitPoseNetForTests(nn.Module):
         return self.body(x)
 
 
-def build_pose_loss(cfg: dict, pose_encoder: nn.Module | None) -> PoseFeatureLoss:
-    """`losses.pose.backbone`:
+def check_pose_loss(cfg: dict) -> None:
+    """Config check of `losses.pose` (files are looked up when the loss is built)."""
+    kind = cfg.get("backbone", "pose_encoder")
+    prefix, _, path = kind.partition(":") if isinstance(kind, str) else ("", "", "")
+    with_file = prefix in ("dwpose_onnx", "torchscript") and bool(path)
+    if kind not in ("pose_encoder", "random_init_for_tests") and not with_file:
+        raise ConfigError(f"unknown losses.pose.backbone {kind!r}; use {' | '.join(POSE_BACKBONES)}")
+    if cfg.get("compare", "simcc") not in POSE_COMPARE:
+        raise ConfigError(f"losses.pose.compare must be one of {POSE_COMPARE}, got {cfg.get('compare')!r}")
+
+
+def build_pose_loss(cfg: dict, pose_encoder: nn.Module | None) -> nn.Module:
+    """`losses.pose.backbone` (which row of the paper's ablation each reproduces: train/README.md):
     * "pose_encoder" — the PoseEncoder being trained, applied to the RGB images with detached weights
       (the paper's literal wording: the pose encoder E_P extracts the keypoint maps of Î0 and I);
+    * "dwpose_onnx:<file or folder>" — keypoint maps of DWPose's RTMPose ONNX estimator
+      (dw-ll_ucoco_384.onnx), frozen, run in torch (train/pose_keypoints.py); `losses.pose.compare`:
+      simcc (MSE of the SimCC maps, default) | coords (soft-argmax positions);
     * "torchscript:<path>" — a local TorchScript keypoint-heatmap network ([B,3,H,W] in [0,1] → maps);
     * "random_init_for_tests" — CI only."""
     kind = cfg.get("backbone", "pose_encoder")
     if kind == "pose_encoder":
         if pose_encoder is None:
-            raise ValueError("pose loss backbone 'pose_encoder' needs the PoseEncoder")
+            raise ConfigError("pose loss backbone 'pose_encoder' needs the PoseEncoder")
         return PoseFeatureLoss(LivePoseEncoderFeatures(pose_encoder))
     if kind == "random_init_for_tests":
         return PoseFeatureLoss(RandomInitPoseNetForTests())
+    if isinstance(kind, str) and kind.startswith("dwpose_onnx:"):
+        from train.pose_keypoints import SIMCC_BETA, build_dwpose_loss
+
+        return build_dwpose_loss(kind.split(":", 1)[1], cfg.get("compare", "simcc"), cfg.get("beta", SIMCC_BETA))
     if isinstance(kind, str) and kind.startswith("torchscript:"):
         from pathlib import Path
 
         path = Path(kind.split(":", 1)[1])
         if not path.is_file():
-            raise FileNotFoundError(
+            raise ModelFilesNotFoundError(
                 f"pose-loss keypoint network not found: {path}. Export a heatmap network (e.g. RTMPose/DWPose "
-                "heads without decoding) with torch.jit.save, or use backbone: pose_encoder.")
+                "heads without decoding) with torch.jit.save, use backbone: dwpose_onnx:<dw-ll_ucoco_384.onnx>, "
+                "or backbone: pose_encoder.")
         return PoseFeatureLoss(torch.jit.load(str(path), map_location="cpu"))
-    raise ValueError(f"unknown pose-loss backbone {kind!r}")
+    raise ConfigError(f"unknown losses.pose.backbone {kind!r}; use {' | '.join(POSE_BACKBONES)}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from echomimic_core.errors import InputError
 from echomimic_core.models import MOTION_MODULE_KEY as MOTION  # the denoiser's motion-module key marker
 
 _DIFFUSERS_RULES = [  # (pattern after "P.", replacement after "P.temporal_transformer.")
@@ -84,7 +85,7 @@ def read_motion_file(path: str | Path) -> dict[str, torch.Tensor]:
                 k = k[len(prefix):]
         out[k] = v
     if not out:
-        raise ValueError(f"{path}: no key containing {MOTION!r}; not a motion-module file")
+        raise InputError(f"{path}: no key containing {MOTION!r}; not a motion-module file")
     return out
 
 
@@ -131,13 +132,13 @@ def init_motion_modules(denoiser: nn.Module, path: str | Path) -> MotionInitRepo
             if v.shape[1] < target.shape[1]:
                 rep.pe_partial.append(k)
         elif tuple(v.shape) != tuple(target.shape):
-            raise ValueError(f"{path}: {k} has shape {tuple(v.shape)} but this denoiser's is {tuple(target.shape)}; "
+            raise InputError(f"{path}: {k} has shape {tuple(v.shape)} but this denoiser's is {tuple(target.shape)}; "
                              "the file is for another UNet size (use the file of the UNet you train)")
         else:
             new[k] = v.to(target.dtype)
     rep.unused = sorted(set(src) - set(own))
     if not new:
-        raise ValueError(f"{path}: none of its {len(src)} motion-module keys names a motion module of this denoiser")
+        raise InputError(f"{path}: none of its {len(src)} motion-module keys names a motion module of this denoiser")
     denoiser.load_state_dict(new, strict=False)
     rep.copied = len(new)
     if rep.not_in_file:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from echomimic_core.errors import ConfigError
+
 OPTIMIZERS = ("adamw", "adamw8bit", "sgd")
 
 
@@ -26,4 +28,4 @@ def build_optimizer(o: dict, params: list) -> torch.optim.Optimizer:
                                    weight_decay=float(o["weight_decay"]), eps=float(o["eps"]))
     if name == "sgd":
         return torch.optim.SGD(params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
-    raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    raise ConfigError(f"optim.optimizer must be one of {OPTIMIZERS}, got {name!r}")

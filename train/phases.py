@@ -30,6 +30,8 @@ from typing import Any
 
 import yaml
 
+from echomimic_core.errors import ConfigError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DEFAULTS: dict[str, Any] = {
@@ -116,7 +118,9 @@ DEFAULTS: dict[str, Any] = {
         "phd": {"enabled": True, "pose_weight": 0.1, "detail_weight": 0.1, "lpips_weight": 0.1,
                 "bounds": [0.9, 0.3], "pixel_size": None,
                 "latent_crop": None},        # e.g. 48: decode only a random 48×48 latent crop (384² px) for PhD
-        "pose": {"backbone": "pose_encoder"},
+        # backbone: pose_encoder | dwpose_onnx:<dw-ll_ucoco_384.onnx> | torchscript:<file> (train/losses.py);
+        # compare (dwpose_onnx): simcc | coords (train/pose_keypoints.py)
+        "pose": {"backbone": "pose_encoder", "compare": "simcc"},
         "lpips": {"net": "alex", "backbone": None, "heads": None},
         "canny": {"sigma": 1.0, "low": 100.0, "high": 200.0},
     },
@@ -141,7 +145,7 @@ def deep_merge(base: dict, over: dict) -> dict:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """'optim.lr=1e-4' → (['optim', 'lr'], 1e-4); the value is parsed as YAML."""
     if "=" not in text:
-        raise ValueError(f"override {text!r} must look like section.key=value")
+        raise ConfigError(f"override {text!r} must look like section.key=value")
     key, val = text.split("=", 1)
     value = yaml.safe_load(val)
     if isinstance(value, str):  # YAML 1.1 reads "2e-5" as a string
@@ -164,12 +168,12 @@ def set_path(cfg: dict, path: list[str], value: Any, strict: bool = False) -> No
             where = ".".join(path[:depth]) or "the config"
             close = difflib.get_close_matches(k, [str(x) for x in d], n=1)
             hint = f"; did you mean {'.'.join(path[:depth] + close)}?" if close else f"; {where} has {sorted(d)}"
-            raise ValueError(f"unknown config key {'.'.join(path)}{hint}")
+            raise ConfigError(f"unknown config key {'.'.join(path)}{hint}")
         if depth == len(path) - 1:
             break
         d = d.setdefault(k, {})
         if not isinstance(d, dict):
-            raise ValueError(f"config key {'.'.join(path[:depth + 1])} is a value, not a section; cannot set "
+            raise ConfigError(f"config key {'.'.join(path[:depth + 1])} is a value, not a section; cannot set "
                              f"{'.'.join(path)}")
     d[path[-1]] = value
 
@@ -217,35 +221,38 @@ def _read_yaml_chain(path: Path) -> dict:
 def validate(cfg: dict) -> None:
     ph = cfg["phase"]
     if ph["stage"] not in (1, 2):
-        raise ValueError("phase.stage must be 1 or 2")
+        raise ConfigError("phase.stage must be 1 or 2")
     if ph["pose_parts"] not in POSE_PARTS:
-        raise ValueError(f"phase.pose_parts must be one of {POSE_PARTS}")
+        raise ConfigError(f"phase.pose_parts must be one of {POSE_PARTS}")
     if ph["audio"] not in AUDIO_MODES:
-        raise ValueError(f"phase.audio must be one of {AUDIO_MODES}")
+        raise ConfigError(f"phase.audio must be one of {AUDIO_MODES}")
     if ph["audio"] == "partial" and ph.get("region") not in ("lips", "head"):
-        raise ValueError("phase.audio: partial needs phase.region: lips | head")
+        raise ConfigError("phase.audio: partial needs phase.region: lips | head")
     for s in list(ph["trainable"]) + list(ph.get("frozen") or []):
         if s not in SELECTORS:
-            raise ValueError(f"unknown trainable selector {s!r}; use {SELECTORS}")
+            raise ConfigError(f"unknown trainable selector {s!r}; use {SELECTORS}")
     p0, p1 = ph["pose_dropout"]
     if not (0 <= p0 <= 1 and 0 <= p1 <= 1):
-        raise ValueError("phase.pose_dropout values must be probabilities")
+        raise ConfigError("phase.pose_dropout values must be probabilities")
     if ph["stage"] == 1 and cfg["data"]["clip_frames"] != 1:
-        raise ValueError("stage 1 trains single frames: data.clip_frames must be 1")
+        raise ConfigError("stage 1 trains single frames: data.clip_frames must be 1")
     if cfg["training"]["mixed_precision"] not in (None, "no", "fp16", "bf16"):
-        raise ValueError("training.mixed_precision must be null (the launch config decides) | no | fp16 | bf16")
+        raise ConfigError("training.mixed_precision must be null (the launch config decides) | no | fp16 | bf16")
     from train.augment import check_augment
 
     check_augment(cfg["data"]["augment"])
+    from train.losses import check_pose_loss
+
+    check_pose_loss(cfg["losses"]["pose"])
     gap = cfg["data"]["min_ref_gap"]
     if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
-        raise ValueError(f"data.min_ref_gap must be null or a frame count >= 0, got {gap!r}")
+        raise ConfigError(f"data.min_ref_gap must be null or a frame count >= 0, got {gap!r}")
     from train.optim import OPTIMIZERS
 
     if cfg["optim"].get("optimizer", "adamw") not in OPTIMIZERS:
-        raise ValueError(f"optim.optimizer must be one of {OPTIMIZERS}")
+        raise ConfigError(f"optim.optimizer must be one of {OPTIMIZERS}")
     if not isinstance(cfg["run"].get("sample_stream"), str) or not cfg["run"]["sample_stream"]:
-        raise ValueError("run.sample_stream must be phase | seed | a non-empty string")
+        raise ConfigError("run.sample_stream must be phase | seed | a non-empty string")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 
 # the dataset format's constants and its byte-deterministic writers (one place: train/dataset_format.py)
+from echomimic_core.errors import ConfigError  # noqa: E402
 from train.dataset_format import FORMAT, FPS, SAMPLE_RATE, save_npz as _save_npz, write_wav  # noqa: E402,F401
 from train.dataset_format import read_wav as _read_wav  # noqa: E402
 # the figure and its drawing live in train/synthetic_figure.py and train/synthetic_draw.py (re-exported here)
@@ -359,13 +360,13 @@ def generate_dataset(out_dir: str | os.PathLike, clips: int = 64, frames: int = 
     training figures with new audio and hand motion: tests audio/pose generalisation alone).
     """
     if heldout_figures not in ("new", "shared"):
-        raise ValueError(f"heldout_figures must be 'new' or 'shared', got {heldout_figures!r}")
+        raise ConfigError(f"heldout_figures must be 'new' or 'shared', got {heldout_figures!r}")
     if heldout_figures == "shared" and identities <= 0:
-        raise ValueError("heldout_figures='shared' needs identities > 0")
+        raise ConfigError("heldout_figures='shared' needs identities > 0")
     if size % 8 or size < 32:
-        raise ValueError(f"size must be a multiple of 8 and >= 32, got {size}")
+        raise ConfigError(f"size must be a multiple of 8 and >= 32, got {size}")
     if frames < 1 or clips < 1:
-        raise ValueError("need at least one clip of at least one frame")
+        raise ConfigError("need at least one clip of at least one frame")
     out = Path(out_dir)
     if (out / "dataset.json").exists() or (out / "clips").exists():
         raise FileExistsError(f"{out} already holds a dataset; choose an empty folder")

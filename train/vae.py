@@ -45,6 +45,7 @@ import torch
 if __package__ in (None, ""):  # `python train/vae.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from echomimic_core.errors import ConfigError  # noqa: E402
 from echomimic_core.models.configs import LATENT_SCALE as OFFICIAL_SCALE  # noqa: E402
 
 DEFAULT_BLOCKS = (16, 16, 32, 32)
@@ -259,7 +260,7 @@ def fold_latent_normalisation(vae, mean, std, target_scale: float = OFFICIAL_SCA
     k = 1.0 / (std * target_scale)          # new = k * (old - mean)
     qc, pqc = vae.quant_conv, vae.post_quant_conv
     if qc is None or pqc is None:
-        raise ValueError("folding needs use_quant_conv and use_post_quant_conv")
+        raise ConfigError("folding needs use_quant_conv and use_post_quant_conv")
     w, b = qc.weight.double(), qc.bias.double()
     w[:c] *= k.view(-1, 1, 1, 1)
     b[:c] = (b[:c] - mean) * k
