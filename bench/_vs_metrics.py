@@ -96,6 +96,7 @@ def table(runs: list, title: str) -> str:
             row(phase, [m.get(phase) for m in mapped])
     row("other (start-up, glue)", [r.get("other") for r in runs])
     row("END TO END", [r.get("wall") for r in runs])
+    row("END TO END, CPU s", [r.get("cpu") for r in runs])
     lines.append(f"{'peak RSS MiB':<22}" + "".join(f"{_fmt(r.get('peak_rss_mb'), '.0f'):>{width}}" for r in runs))
     if any(r.get("peak_cuda_mb") for r in runs):
         lines.append(f"{'peak CUDA MiB':<22}" + "".join(f"{_fmt(r.get('peak_cuda_mb'), '.0f'):>{width}}" for r in runs))

@@ -73,7 +73,9 @@ def prepare_inputs(a, work: Path) -> dict:
 
 
 def run_process(cmd, env, log: Path, timeout: float) -> dict:
-    """Run ``cmd``; wall seconds, exit code and the child's own peak RSS (os.wait4, so runs never mix)."""
+    """Run ``cmd``; wall seconds, CPU seconds (user + system), exit code and the child's own peak RSS
+    (os.wait4, so runs never mix). At one thread the CPU seconds are what an idle machine's wall time would be,
+    so they are the comparable figure on a shared machine."""
     t = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -90,7 +92,7 @@ def run_process(cmd, env, log: Path, timeout: float) -> dict:
             time.sleep(0.05)
     proc.returncode = os.waitstatus_to_exitcode(status) if status != -9 else -9
     return {"wall": time.perf_counter() - t, "rc": proc.returncode, "peak_rss_mb": usage.ru_maxrss / 1024.0,
-            "log": str(log)}
+            "cpu": usage.ru_utime + usage.ru_stime, "log": str(log)}
 
 
 def tail(path, n=15) -> str:
@@ -147,6 +149,7 @@ def run_official(a, models, inputs, work, env) -> dict:
     r.update(phases=info["phases"], frames=info["frames"], peak_cuda_mb=info.get("peak_cuda_mb"),
              shims=info.get("shims"))
     r["wall"] -= info.get("untimed", 0.0)  # the frame dump for the comparison is not part of the run
+    r["cpu"] -= info.get("untimed", 0.0)
     r["other"] = r["wall"] - sum(info["phases"].values())
     if frames.is_file() and out.is_file():
         import numpy as np
