@@ -18,7 +18,6 @@ loop waits for the device.
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -27,10 +26,13 @@ from typing import Any, Callable, Optional
 import torch
 
 from .errors import InputError, Interrupted, NumericalError
+from .heap import trim_heap
 from .inputs import fit_reference_image, normalize_audio_features, preprocess_reference
 from .pose_source import PoseSource
 from .profile import Profiler, maybe_phase
-from .sampling import WindowAccumulator, apply_guidance, initial_latents, make_scheduler, shifted_windows, uses_cfg
+from .models.unet_common import DeepFeatures
+from .sampling import WindowAccumulator, apply_guidance, initial_latents, make_scheduler, shifted_windows
+from .sampling.deep_cache import DeepFeatureStore
 from .sampling.context import uniform_windows
 from .sampling.guidance import mask_conditions
 from .sampling.scheduler import step_kwargs
@@ -96,7 +98,8 @@ class GenerationPlan:
     timesteps: list                         # the scheduler's timesteps (tensor elements)
     schedule: list[list[list[int]]]         # windows per step
     batches: list[list[list[list[int]]]]    # per step: window batches
-    do_cfg: bool
+    do_cfg: bool                            # any step runs the unconditional branch
+    guided: list[bool]                      # per step: this step runs CFG (``guidance_fraction``)
     image: Any
     audio: torch.Tensor                     # [F', tokens, C] CPU
     poses: PoseSource
@@ -119,6 +122,7 @@ class Conditioning:
     audio: torch.Tensor                     # [F, tokens, C] on the device, compute dtype
     pose_features: Optional[torch.Tensor]   # [1, C0, n, h, w] of frames 0..n-1, or None
     cache: Optional[dict]
+    deep: Optional[DeepFeatureStore] = None  # DeepCache (``deep_cache_interval`` > 1)
 
 
 def _timestep_value(t) -> int | float:
@@ -210,7 +214,10 @@ class SamplingEngine:
 
         base = uniform_windows(n, s.context_frames, s.context_overlap)
         schedule = [shifted_windows(base, i, n) for i in range(len(timesteps))]
-        do_cfg = uses_cfg(s.guidance_scale)
+        guided = s.guided_steps()
+        do_cfg = any(guided)
+        if s.deep_cache_interval > 1 and not self.denoising_unet.supports_deep_features():
+            raise InputError("deep cache: this denoiser's outermost level cannot run alone; use interval 1")
         size = len(base[0])
         per_window = (2 if do_cfg else 1) * size * h8 * w8
         batch = s.window_batch_size or self.auto_window_batch(per_window, len(base))
@@ -223,7 +230,7 @@ class SamplingEngine:
         return GenerationPlan(
             settings=s.replace(decode_chunk_size=chunk, window_batch_size=batch, pose_feature_cache_mb=budget),
             num_frames=n, shape=shape, scheduler=scheduler, timesteps=timesteps, schedule=schedule,
-            batches=batches, do_cfg=do_cfg, image=image, audio=audio, poses=pose_source, latents=latents,
+            batches=batches, do_cfg=do_cfg, guided=guided, image=image, audio=audio, poses=pose_source, latents=latents,
             decode_chunk=chunk, pose_feature_frames=pose_frames, notes=notes,
             step_kwargs=step_kwargs(s.scheduler, generator))
 
@@ -244,7 +251,8 @@ class SamplingEngine:
                 features = torch.cat([self.encode_poses(plan.poses.images(range(k, min(n, k + chunk))))
                                       .to(self.device, self.dtype) for k in range(0, n, chunk)], dim=2)
         return Conditioning(bank=bank, audio=audio, pose_features=features,
-                            cache={} if s.cache_reference_kv else None)
+                            cache={} if s.cache_reference_kv else None,
+                            deep=DeepFeatureStore() if s.deep_cache_interval > 1 else None)
 
     # -- denoise -------------------------------------------------------------------------------------
     def _pose_features(self, plan: GenerationPlan, cond: Conditioning, windows: list[list[int]],
@@ -278,16 +286,19 @@ class SamplingEngine:
 
     @torch.no_grad()
     def denoise_batch(self, plan: GenerationPlan, cond: Conditioning, timestep, model_input: torch.Tensor,
-                      windows: list[list[int]], profiler: Profiler | None = None) -> torch.Tensor:
+                      windows: list[list[int]], profiler: Profiler | None = None, guided: bool | None = None,
+                      deep: DeepFeatures | None = None) -> torch.Tensor:
         """One denoiser call over B windows of ``model_input`` ``[1, C, F, h, w]`` -> v-prediction
-        ``[branches * B, C, f, h, w]``, ordered ``[uncond w1..wB, cond w1..wB]`` with CFG."""
+        ``[branches * B, C, f, h, w]``, ordered ``[uncond w1..wB, cond w1..wB]`` with CFG (``guided``, default
+        ``plan.do_cfg``); ``deep``: DeepCache hand-off of this call."""
+        guided = plan.do_cfg if guided is None else guided
         B, f = len(windows), len(windows[0])
         idx = torch.tensor([k for w in windows for k in w], dtype=torch.long).to(self.device)
         x = model_input.index_select(2, idx).unflatten(2, (B, f))[0].transpose(0, 1).to(self.dtype)
         a = cond.audio.index_select(0, idx).unflatten(0, (B, f))          # [B, f, tokens, C]
         p = self._pose_features(plan, cond, windows, profiler)
         null_rows = None
-        if plan.do_cfg:
+        if guided:
             keep = [False] * B + [True] * B
             x = torch.cat([x, x])
             a, p, mask = mask_conditions(torch.cat([a, a]), torch.cat([p, p]), keep)
@@ -295,11 +306,13 @@ class SamplingEngine:
                 null_rows = [not k for k in keep]
         else:
             mask = (True,) * B
-        return self._denoiser_call(x, timestep, a, p, cond.bank, mask, null_rows, cond.cache)
+        return self._denoiser_call(x, timestep, a, p, cond.bank, mask, null_rows, cond.cache, deep)
 
-    def _denoiser_call(self, sample, timestep, audio, pose_features, bank, mask, null_rows, cache):
+    def _denoiser_call(self, sample, timestep, audio, pose_features, bank, mask, null_rows, cache, deep=None):
         kwargs = dict(audio=audio, pose_features=pose_features, reference_bank=bank, reference_mask=mask,
                       reference_dtype=self.bank_dtype)
+        if deep is not None:
+            kwargs["deep_features"] = deep
         if null_rows is not None:
             kwargs["audio_null_rows"] = null_rows
         if cache is not None:
@@ -336,22 +349,34 @@ class SamplingEngine:
         scheduler = plan.scheduler
         model_input = scheduler.scale_model_input(latents, t)
         t_dev = t.to(self.device)
-        acc = WindowAccumulator(2 if plan.do_cfg else 1, plan.shape, device=self.device, dtype=torch.float32,
+        guided = plan.guided[i]
+        branches = 2 if guided else 1
+        store = cond.deep
+        full = store is None or i % plan.settings.deep_cache_interval == 0 or not store.ready(branches)
+        if store is not None and full:
+            store.begin(plan.num_frames)
+        acc = WindowAccumulator(branches, plan.shape, device=self.device, dtype=torch.float32,
                                 windows=plan.schedule[i])
         trim = self.device.type == "cpu"
         for windows in plan.batches[i]:
             _check_cancel(cancel)
-            pred = self.denoise_batch(plan, cond, t_dev, model_input, windows, profiler)
+            deep = None if store is None else DeepFeatures(reuse=None if full else store.gather(windows, branches))
+            pred = self.denoise_batch(plan, cond, t_dev, model_input, windows, profiler, guided, deep)
+            if deep is not None and full:
+                store.add(windows, deep.features, branches)
+            del deep
             if result is not None:
                 result.unet_calls.append(int(pred.shape[0]))
             acc.add_batch(windows, pred.float())
             del pred
             if trim:
-                _trim_heap()
+                trim_heap()
             if on_batch is not None:
                 on_batch(len(windows))
         del model_input
-        noise_pred = apply_guidance(acc.mean_(), plan.settings.guidance_scale, inplace=True)
+        if store is not None and full:
+            store.finish(self.dtype)
+        noise_pred = apply_guidance(acc.mean_(), plan.settings.guidance_scale if guided else 1.0, inplace=True)
         latents = scheduler.step(noise_pred, t, latents, **plan.step_kwargs).prev_sample
         return noise_pred, latents
 
@@ -374,7 +399,7 @@ class SamplingEngine:
             decoded += frames.shape[0]
             del frames
             if trim:
-                _trim_heap()
+                trim_heap()
             if on_chunk is not None:
                 on_chunk(decoded)
         return torch.cat(collected) if collected is not None else None
@@ -451,25 +476,6 @@ def _pose_channels(pose_encoder) -> Optional[int]:
     return int(c0) if c0 else None
 
 
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None)
-    except OSError:
-        return None
-
-
-def _trim_heap() -> None:
-    """Give freed heap pages back to the OS (glibc ``malloc_trim``) after each CPU window batch / decode chunk,
-    so that allocator fragmentation does not make the peak RSS creep up with the number of windows (measured by
-    bench/memory.py). No-op without glibc."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def _motion_max_frames(unet) -> int | None:
     """Longest window the motion modules' position table allows (None without motion modules)."""
     kwargs = getattr(unet, "unet_additional_kwargs", None) or {}
@@ -479,12 +485,4 @@ def _motion_max_frames(unet) -> int | None:
     return int(motion["temporal_position_encoding_max_len"])
 
 
-def settings_from_kwargs(settings: GenerationSettings | None, **kwargs) -> GenerationSettings:
-    """``settings`` (default: defaults) with any non-None keyword overrides (the legacy keyword API)."""
-    base = settings or GenerationSettings()
-    changes = {k: v for k, v in kwargs.items() if v is not None}
-    return base.replace(**changes) if changes else base
-
-
-__all__ = ["Conditioning", "GenerationPlan", "GenerationResult", "Progress", "SamplingEngine",
-           "settings_from_kwargs"]
+__all__ = ["Conditioning", "GenerationPlan", "GenerationResult", "Progress", "SamplingEngine"]

@@ -35,11 +35,11 @@ from typing import Any, Callable
 
 import torch
 
-from .engine import (Conditioning, GenerationPlan, GenerationResult, Progress, SamplingEngine,  # noqa: F401
-                     settings_from_kwargs)
+from .engine import Conditioning, GenerationPlan, GenerationResult, Progress, SamplingEngine  # noqa: F401
 from .inputs import (fit_reference_image, load_reference_image, normalize_audio_features,  # noqa: F401
                      preprocess_reference)
 from .models.configs import LATENT_SCALE
+from .settings import settings_from_kwargs
 from .pose_source import PoseSource  # noqa: F401
 from .profile import Profiler
 from .sampling import make_scheduler

@@ -20,7 +20,7 @@ from .errors import InputError
 from .sampling.context import check_context
 from .sampling.scheduler import PRESETS, check_scheduler_name, get_preset
 
-__all__ = ["GenerationSettings", "check_size", "check_positive", "video_length", "MAX_SIZE", "MAX_STEPS",
+__all__ = ["GenerationSettings", "settings_from_kwargs", "check_size", "check_positive", "video_length", "MAX_SIZE", "MAX_STEPS",
            "MAX_FPS", "MAX_SEED"]
 
 #: sane upper bounds (a typo such as 76800 fails at once instead of after minutes of allocation)
@@ -91,7 +91,12 @@ class GenerationSettings:
     ``compile`` wraps the denoiser in ``torch.compile`` (off; falls back to eager on any compile error).
 
     Fast options (change the output; off by default, cost measured in the README): ``context_schedule
-    "no_overlap"`` (windows without overlap) and any ``scheduler`` with fewer ``steps``.
+    "no_overlap"`` (windows without overlap), any ``scheduler`` with fewer ``steps``, ``guidance_fraction``
+    (classifier-free guidance only on the first ``ceil(fraction * steps)`` steps, the later ones run the
+    conditional branch alone: guidance matters least at low noise, Kynkäänniemi et al. 2024) and
+    ``deep_cache_interval`` N > 1 (DeepCache, Ma et al. 2024: the full UNet every N steps, the steps between
+    recompute only the outermost level and reuse the deep features of the last full step, averaged per frame;
+    costs memory linear in the video length, see the README).
     """
 
     width: int = 768
@@ -113,6 +118,17 @@ class GenerationSettings:
     cache_reference_kv: bool = True
     skip_uncond_audio: bool = True
     compile: bool = False
+    guidance_fraction: float = 1.0
+    deep_cache_interval: int = 1
+
+    def guided_steps(self) -> list[bool]:
+        """Per step of a checked copy: whether it runs the unconditional branch (CFG)."""
+        from .sampling.guidance import uses_cfg
+
+        if self.guidance_scale is None or self.steps is None:
+            raise InputError("guided_steps needs checked settings (call checked() first)")
+        guided = math.ceil(float(self.guidance_fraction) * self.steps - 1e-9) if uses_cfg(self.guidance_scale) else 0
+        return [i < guided for i in range(self.steps)]
 
     def replace(self, **changes) -> "GenerationSettings":
         return dataclasses.replace(self, **changes)
@@ -161,6 +177,13 @@ class GenerationSettings:
             check_positive(names["decode_chunk_size"], self.decode_chunk_size, MAX_DECODE_CHUNK)
         batch = None if self.window_batch_size is None else \
             check_positive(names["window_batch_size"], self.window_batch_size, MAX_WINDOW_BATCH)
+        try:
+            fraction = float(self.guidance_fraction)
+        except (TypeError, ValueError):
+            raise InputError(f"guidance fraction must be a number (got {self.guidance_fraction!r})") from None
+        if not (math.isfinite(fraction) and 0 < fraction <= 1):
+            raise InputError(f"guidance fraction must be in (0, 1] (got {self.guidance_fraction})")
+        interval = check_positive("deep cache interval", self.deep_cache_interval, MAX_STEPS)
         for name in ("pose_cache_mb", "pose_feature_cache_mb"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -170,4 +193,11 @@ class GenerationSettings:
             scheduler=check_scheduler_name(self.scheduler), context_frames=frames, context_overlap=overlap,
             fps=fps, decode_chunk_size=chunk, window_batch_size=batch,
             cache_reference_kv=bool(self.cache_reference_kv), skip_uncond_audio=bool(self.skip_uncond_audio),
-            compile=bool(self.compile))
+            compile=bool(self.compile), guidance_fraction=fraction, deep_cache_interval=interval)
+
+
+def settings_from_kwargs(settings: GenerationSettings | None, **kwargs) -> GenerationSettings:
+    """``settings`` (default: defaults) with any non-None keyword overrides (the legacy keyword API)."""
+    base = settings or GenerationSettings()
+    changes = {k: v for k, v in kwargs.items() if v is not None}
+    return base.replace(**changes) if changes else base

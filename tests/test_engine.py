@@ -12,6 +12,7 @@ import torch
 
 from echomimic_core.errors import InputError
 from echomimic_core.settings import GenerationSettings, video_length
+from support.engine import fixture_inputs, fixture_pipeline
 
 checkpoints = pytest.importorskip("echomimic_core.checkpoints")
 
@@ -23,21 +24,12 @@ PLAIN = dict(window_batch_size=1, pose_feature_cache_mb=0.0, cache_reference_kv=
 
 @pytest.fixture(scope="module")
 def pipe(fixtures):
-    from echomimic_core.pipeline import EchoMimicPipeline
-
-    models = checkpoints.load_models(fixtures / "weights", variant="normal", dtype=torch.float32, device="cpu")
-    return EchoMimicPipeline.from_models(models)
+    return fixture_pipeline(fixtures)
 
 
 @pytest.fixture(scope="module")
 def inputs(fixtures):
-    from safetensors.torch import load_file
-
-    meta = json.loads((fixtures / "pipeline" / "pipeline.json").read_text())["call"]
-    t = load_file(str(fixtures / "pipeline" / "pipeline.safetensors"))
-    audio = load_file(str(fixtures / "audio" / "audio.safetensors"))["whisper_chunks"]
-    poses = t["poses_uint8"].float() / 255.0
-    return fixtures / "pipeline" / "ref_image.png", audio, poses, meta
+    return fixture_inputs(fixtures)
 
 
 def _settings(meta, **kw):

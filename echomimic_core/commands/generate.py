@@ -40,6 +40,12 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                         "change the output (fast with fewer --steps)")
     g.add_argument("--context-schedule", choices=("uniform", "no_overlap"), default="uniform",
                    help="no_overlap: windows without overlap (changes the output; fewer windows)")
+    g.add_argument("--cfg-fraction", type=float, default=None, metavar="F",
+                   help="classifier-free guidance only on the first ceil(F x steps) steps, the rest conditional only "
+                        "(changes the output; default 1 = every step)")
+    g.add_argument("--deep-cache", type=int, default=None, metavar="N",
+                   help="DeepCache: the full UNet every N steps, the steps between reuse its deep features "
+                        "(changes the output; memory grows with the video length; default 1 = off)")
     g.add_argument("--fast", action="store_true",
                    help="the fast options together (changes the output): --context-schedule no_overlap")
     g.add_argument("--profile", action="store_true",
@@ -117,7 +123,9 @@ def settings_from_args(args: argparse.Namespace, **defaults):
         fps=24.0 if pick("fps") is None else pick("fps"), decode_chunk_size=getattr(args, "decode_chunk", None),
         window_batch_size=1 if plain else getattr(args, "window_batch", None),
         pose_feature_cache_mb=0.0 if plain else getattr(args, "pose_feature_cache_mb", None),
-        cache_reference_kv=not plain, skip_uncond_audio=not plain, compile=bool(getattr(args, "compile", False)))
+        cache_reference_kv=not plain, skip_uncond_audio=not plain, compile=bool(getattr(args, "compile", False)),
+        guidance_fraction=1.0 if getattr(args, "cfg_fraction", None) is None else args.cfg_fraction,
+        deep_cache_interval=1 if getattr(args, "deep_cache", None) is None else args.deep_cache)
 
 
 def job_from_args(args: argparse.Namespace):

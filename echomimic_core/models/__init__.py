@@ -40,6 +40,7 @@ _EXPORTS = {
     "is_motion_module_key": "denoising_unet",
     "reference_pairing": "denoising_unet",
     "split_motion_state_dict": "denoising_unet",
+    "DeepFeatures": "unet_common",
     "MotionModules": "motion_module",
     "VanillaTemporalModule": "motion_module",
     "PoseEncoder": "pose_encoder",

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, InputError
 from .attention import (AudioCrossAttnProcessor, EchoAttentionContext, ReferenceBank, ReferenceReadProcessor)
 from .configs import AUDIO_FEATURE_RATIO
-from .unet_common import EchoUNetMixin, as_per_level
+from .unet_common import DeepFeatures, EchoUNetMixin, as_per_level
 
 __all__ = ["DenoisingUNet3DModel", "DenoisingUNetOutput", "MOTION_MODULE_KEY", "is_motion_module_key",
            "is_audio_attention_key",
@@ -179,7 +179,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                 reference_dtype: Optional[torch.dtype] = torch.float16, audio_enabled: bool = True,
                 audio_region_mask: Optional[torch.Tensor] = None, region_mask_mode: str = "nearest",
                 audio_null_rows: Optional[Sequence[bool]] = None, attention_cache: Optional[dict] = None,
-                return_dict: bool = True) -> Union[DenoisingUNetOutput, Tuple[torch.Tensor]]:
+                deep_features: Optional[DeepFeatures] = None, return_dict: bool = True) -> Union[DenoisingUNetOutput, Tuple[torch.Tensor]]:
         """Predict ``v`` for a window of latents.
 
         Args:
@@ -204,6 +204,8 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                 CFG unconditional half): that cross-attention is a constant and is not computed.
             attention_cache: a dict kept for one generation: the reference keys/values and the zero-audio
                 constants are computed once per layer and reused (sampling only: weights and bank fixed).
+            deep_features: a :class:`DeepFeatures` (DeepCache): filled by a full pass, or a shallow pass that
+                reuses its ``reuse`` tensor (sampling only; changes the output).
             A ``reference_mask`` given as a Python sequence of bools is split on the host (no device sync).
         Returns:
             :class:`DenoisingUNetOutput` with ``sample [b, C_out, f, h, w]``, or a 1-tuple.
@@ -258,7 +260,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                                    audio_region_mask=audio_region_mask, region_mask_mode=region_mask_mode,
                                    latent_size=(h, w), reference_rows=reference_rows,
                                    audio_null_rows=audio_null_rows, cache=attention_cache)
-        x = self._run_levels(x, emb, f, tokens, {"echo_context": ctx})
+        x = self._run_levels(x, emb, f, tokens, {"echo_context": ctx}, deep_features)
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
         out = rearrange(x, "(b f) c h w -> b c f h w", f=f)
         if not return_dict:

@@ -3,6 +3,7 @@ level loop, timestep handling and attention-processor management."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -20,6 +21,20 @@ PLAIN_DOWN = ("DownBlock2D", "DownBlock3D")
 CROSS_ATTN_UP = ("CrossAttnUpBlock2D", "CrossAttnUpBlock3D")
 PLAIN_UP = ("UpBlock2D", "UpBlock3D")
 MID_TYPES = ("UNetMidBlock2DCrossAttn", "UNetMidBlock3DCrossAttn")
+
+
+@dataclass
+class DeepFeatures:
+    """DeepCache hand-off for one denoiser call (Ma et al., "DeepCache: Accelerating Diffusion Models for Free",
+    CVPR 2024): the deep levels change slowly from one step to the next, so a cached step recomputes only the
+    outermost level and reuses the deep features of the last full step.
+
+    ``reuse`` None: a full pass, which leaves the input of the last up block (``[(b f), C, h, w]``) in
+    ``features``. ``reuse`` a tensor of that shape: a shallow pass - the first down block's layers (no
+    downsampler), then the last up block on ``reuse`` with those fresh skips."""
+
+    reuse: Optional[torch.Tensor] = None
+    features: Optional[torch.Tensor] = None
 
 
 def as_per_level(value: Union[int, Sequence[int]], n: int) -> List[int]:
@@ -114,8 +129,13 @@ class EchoUNetMixin:
 
     def _run_levels(self, sample: torch.Tensor, emb: torch.Tensor, num_frames: int,
                     encoder_hidden_states: Optional[torch.Tensor],
-                    cross_attention_kwargs: Optional[Dict[str, Any]]) -> torch.Tensor:
-        """``sample [(b f), C0, h, w]`` (after conv_in) → last up-block output ``[(b f), C0, h, w]``."""
+                    cross_attention_kwargs: Optional[Dict[str, Any]],
+                    deep: Optional[DeepFeatures] = None) -> torch.Tensor:
+        """``sample [(b f), C0, h, w]`` (after conv_in) → last up-block output ``[(b f), C0, h, w]``
+        (``deep``: see :class:`DeepFeatures`)."""
+        if deep is not None and deep.reuse is not None:
+            return self._run_outer_level(sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs,
+                                         deep.reuse)
         factor = 2 ** self.num_upsamplers
         forward_upsample_size = any(s % factor != 0 for s in sample.shape[-2:])
         skips = (sample,)
@@ -127,8 +147,27 @@ class EchoUNetMixin:
             k = len(block.resnets)
             res, skips = skips[-k:], skips[:-k]
             size = skips[-1].shape[-2:] if (forward_upsample_size and i < len(self.up_blocks) - 1) else None
+            if deep is not None and i == len(self.up_blocks) - 1:
+                deep.features = sample
             sample = block(sample, res, emb, num_frames, encoder_hidden_states, cross_attention_kwargs, size)
         return sample
+
+    def supports_deep_features(self) -> bool:
+        """Whether the outermost level can run alone (:class:`DeepFeatures`): the last up block takes exactly
+        conv_in's output and the first down block's layer outputs as skips, and has no upsampler."""
+        first, last = self.down_blocks[0], self.up_blocks[-1]
+        return len(last.resnets) == len(first.resnets) + 1 and last.upsamplers is None
+
+    def _run_outer_level(self, sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs,
+                         deep_input: torch.Tensor) -> torch.Tensor:
+        if not self.supports_deep_features():
+            raise ConfigError("this UNet's outermost level cannot run alone (DeepCache needs the SD layout)")
+        first = self.down_blocks[0]
+        skips = (sample,)
+        for i in range(len(first.resnets)):
+            sample = first._layer(i, sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs)
+            skips += (sample,)
+        return self.up_blocks[-1](deep_input, skips, emb, num_frames, encoder_hidden_states, cross_attention_kwargs)
 
     # -- transformer blocks and processors --------------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""Per-frame deep features for DeepCache-style reuse across denoising steps (a fast option).
+
+A full step leaves, for every denoiser call, the input of the UNet's last up block
+(:class:`~echomimic_core.models.unet_common.DeepFeatures`); :class:`DeepFeatureStore` averages it per frame
+over the windows that covered the frame (context windows shift from step to step, so features are kept per
+frame, not per window) and hands the right frames back to the cached steps' calls. Memory: branches x frames
+x C x h x w in the compute dtype (grows with the video length; the README gives the figure).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+__all__ = ["DeepFeatureStore"]
+
+
+class DeepFeatureStore:
+    def __init__(self) -> None:
+        self.features: Optional[torch.Tensor] = None    # [branches, F, C, h, w]
+        self._sum: Optional[torch.Tensor] = None
+        self._count: Optional[list[int]] = None
+
+    def ready(self, branches: int) -> bool:
+        """Whether a cached step with ``branches`` (2 with CFG: [uncond, cond]) can be served."""
+        return self.features is not None and self.features.shape[0] >= branches
+
+    def begin(self, num_frames: int) -> None:
+        self._sum, self._count = None, [0] * num_frames
+
+    def add(self, windows: list[list[int]], features: torch.Tensor, branches: int) -> None:
+        """``features [(branches B f), C, h, w]`` of one call over the B ``windows``."""
+        parts = features.unflatten(0, (branches, len(windows), len(windows[0])))
+        if self._sum is None:
+            self._sum = features.new_zeros((branches, len(self._count)) + tuple(features.shape[1:]),
+                                           dtype=torch.float32)
+        for j, window in enumerate(windows):
+            idx = torch.tensor(window, dtype=torch.long).to(features.device)
+            self._sum.index_add_(1, idx, parts[:, j].float())
+            for k in window:
+                self._count[k] += 1
+
+    def finish(self, dtype: torch.dtype) -> None:
+        count = torch.tensor(self._count, dtype=torch.float32).clamp_(min=1).to(self._sum.device)
+        self.features = self._sum.div_(count.view(1, -1, 1, 1, 1)).to(dtype)
+        self._sum = self._count = None
+
+    def gather(self, windows: list[list[int]], branches: int) -> torch.Tensor:
+        """The stored features of ``windows`` as one call's ``[(branches B f), C, h, w]`` (the last
+        ``branches`` stored branches: the conditional one alone when the step runs without CFG)."""
+        idx = torch.tensor([k for w in windows for k in w], dtype=torch.long).to(self.features.device)
+        return self.features[-branches:].index_select(1, idx).flatten(0, 1)
