@@ -4,7 +4,6 @@ thread policy."""
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import pytest
