@@ -47,14 +47,28 @@ def _frames(path):
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-def test_generate_lora_strength(setup, fixtures, tmp_path):
+def test_generate_lora_strength(setup, fixtures, tmp_path, monkeypatch):
+    """The frames the CLI hands to the video writer are compared, not the decoded mp4s: libx264 is not
+    bit-reproducible here for these 64x64 clips (the same uint8 frames measured to encode to two different
+    streams from run to run, with and without encoder threads), so mp4 equality would test the encoder."""
+    import echomimic_core.video as video
+
+    written = {}
+    real_write = video.VideoWriter.write
+
+    def recording_write(self, frames):
+        written.setdefault(self.path.name, []).append(video.frames_to_uint8(frames).copy())
+        return real_write(self, frames)
+
+    monkeypatch.setattr(video.VideoWriter, "write", recording_write)
     _, poses, good, _ = setup
     assert _run(fixtures, poses, tmp_path / "base.mp4") == 0
     assert _run(fixtures, poses, tmp_path / "zero.mp4", "--lora", f"{good}:0") == 0
     assert _run(fixtures, poses, tmp_path / "one.mp4", "--lora", str(good), "--lora", f"{good}:0.5") == 0
-    base = _frames(tmp_path / "base.mp4")
-    assert np.array_equal(_frames(tmp_path / "zero.mp4"), base)
-    assert np.abs(_frames(tmp_path / "one.mp4").astype(int) - base).max() > 0
+    base, zero, one = (np.concatenate(written[f"{name}.mp4"]) for name in ("base", "zero", "one"))
+    assert base.shape[0] == 4 and np.array_equal(zero, base)
+    assert np.abs(one.astype(int) - base).max() > 0
+    assert _frames(tmp_path / "zero.mp4").shape == _frames(tmp_path / "base.mp4").shape == base.shape
 
 
 def test_generate_lora_errors_are_one_line(setup, fixtures, tmp_path, capsys):
