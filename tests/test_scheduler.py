@@ -52,7 +52,10 @@ def test_alphas_and_betas(sched_fixture):
     meta, t = sched_fixture
     sched = _from_fixture_config(meta)
     assert (sched.alphas_cumprod.float() - t["alphas_cumprod"]).abs().max().item() <= TOL
-    assert (sched.betas.float() - t["betas"]).abs().max().item() <= TOL
+    # betas = 1 - a_t / a_{t-1} of the zero-SNR rescaled schedule: a ratio of small, close numbers near the end,
+    # so float32 rounding of the cumulative product (which differs between CPUs' vectorised kernels: 3.0e-6 at
+    # beta ~0.3 measured on one machine) is amplified; sampling reads alphas_cumprod, held to TOL above
+    torch.testing.assert_close(sched.betas.float(), t["betas"], rtol=2e-5, atol=TOL)
     assert float(sched.final_alpha_cumprod) == meta["final_alpha_cumprod"]
     assert float(sched.alphas_cumprod[-1]) == 0.0
 
