@@ -130,3 +130,7 @@ def test_cli_flags_reach_the_settings():
                               "--cfg-fraction", "0.5", "--deep-cache", "3"])
     s = generate.settings_from_args(args)
     assert s.guidance_fraction == 0.5 and s.deep_cache_interval == 3
+    base = ["--models", "M", "--image", "I", "--audio", "A", "--out", "o.mp4", "--fast"]
+    fast = generate.settings_from_args(parser.parse_args(base))
+    assert (fast.context_schedule, fast.deep_cache_interval) == ("no_overlap", 2)
+    assert generate.settings_from_args(parser.parse_args(base + ["--deep-cache", "1"])).deep_cache_interval == 1

@@ -477,3 +477,15 @@ def test_loader_reads_the_older_packs_echo_mimic_layout(comfy_dirs, tmp_path):
         assert frames == 24
     finally:
         fp.folder_names_and_paths["echo_mimic"][0].remove(str(root))
+
+
+def test_fast_preset_is_the_library_fast_options():
+    """The node's "fast" preset carries the library's measured fast options into the run settings."""
+    from echomimic_core.settings import FAST_OPTIONS, FAST_SAMPLER
+
+    module = node_module("sampler")
+    preset = module.preset_values("fast")
+    assert (preset.steps, preset.scheduler) == (FAST_SAMPLER["steps"], FAST_SAMPLER["scheduler"])
+    run_settings = module.settings(0, 20, 2.5, 12, 3, 64, 64, 0, preset=preset)
+    assert run_settings["context_schedule"] == FAST_OPTIONS["context_schedule"]
+    assert run_settings["deep_cache_interval"] == FAST_OPTIONS["deep_cache_interval"]
