@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .errors import InputError, Interrupted, NumericalError
-from .heap import trim_heap
+from .heap import HeapTrimmer
 from .inputs import fit_reference_image, normalize_audio_features, preprocess_reference
 from .pose_source import PoseSource
 from .profile import Profiler, maybe_phase
@@ -41,10 +41,16 @@ from .settings import GenerationSettings, video_length
 #: CPU: latent tokens (batch x frames x h x w) per denoiser call the automatic window batch aims for. Tiny
 #: windows (the 64x64 demo: 8x8 latents) are batched into a few large calls; big ones run one at a time.
 CPU_TOKENS_PER_CALL = 32768
-#: CPU: decoded pixels per VAE call of the automatic decode chunk (4 frames at 256x256, 1 at 768x768).
-#: Measured on the medium bench VAE at 256x256, one thread: 0.248 / 0.237 / 0.310 s per frame at 1 / 4 / 8
-#: frames per call (larger calls fall out of the CPU caches)
+#: CPU: decoded pixels per VAE call of the automatic decode chunk (4 frames at 256x256, 16 at 128x128 and below,
+#: 1 at 768x768). Medium bench VAE at 256x256, one thread, idle: 0.091 / 0.094 / 0.110 s per frame at 1 / 2 / 4
+#: frames per call; 8 frames per call at 128x128 pushed bench/memory.py's 600/24-frame peak ratio to 1.24
+#: (16: 1.16), so the flat-memory bound keeps this larger than the fastest 256x256 chunk
 CPU_DECODE_PIXELS = 2**18
+#: CPU: give freed heap memory back after every window batch (the page faults it costs were not measurable next
+#: to a denoiser call; every 4th batch let the 600/24-frame peak ratio of bench/memory.py reach 1.203) and
+#: every 16 decoded frames (after every decode call it cost 25% of the decode time, heap.py)
+TRIM_EVERY_BATCHES = 1
+TRIM_EVERY_FRAMES = 16
 #: CPU: pose-feature cache budget (MiB) when none is given
 CPU_POSE_FEATURE_MB = 64.0
 
@@ -357,7 +363,7 @@ class SamplingEngine:
             store.begin(plan.num_frames)
         acc = WindowAccumulator(branches, plan.shape, device=self.device, dtype=torch.float32,
                                 windows=plan.schedule[i])
-        trim = self.device.type == "cpu"
+        trim = HeapTrimmer(TRIM_EVERY_BATCHES, enabled=self.device.type == "cpu")
         for windows in plan.batches[i]:
             _check_cancel(cancel)
             deep = None if store is None else DeepFeatures(reuse=None if full else store.gather(windows, branches))
@@ -369,8 +375,7 @@ class SamplingEngine:
                 result.unet_calls.append(int(pred.shape[0]))
             acc.add_batch(windows, pred.float())
             del pred
-            if trim:
-                trim_heap()
+            trim.tick()
             if on_batch is not None:
                 on_batch(len(windows))
         del model_input
@@ -388,7 +393,7 @@ class SamplingEngine:
         None) or are collected (returns ``[F, 3, H, W]``)."""
         collected: list[torch.Tensor] | None = [] if on_frames is None else None
         decoded = 0
-        trim = self.device.type == "cpu"
+        trim = HeapTrimmer(TRIM_EVERY_FRAMES, enabled=self.device.type == "cpu")
         for _, frames in self.decode_latents(latents, plan.decode_chunk):
             _check_cancel(cancel)
             with maybe_phase(profiler, "write"):
@@ -397,9 +402,8 @@ class SamplingEngine:
                 else:
                     collected.append(frames)
             decoded += frames.shape[0]
+            trim.tick(int(frames.shape[0]))
             del frames
-            if trim:
-                trim_heap()
             if on_chunk is not None:
                 on_chunk(decoded)
         return torch.cat(collected) if collected is not None else None

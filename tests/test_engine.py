@@ -211,3 +211,16 @@ def test_no_warnings_on_the_plain_run(pipe, inputs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pipe.generate(image, audio, poses, _settings(meta, num_frames=12, steps=1), decode=False)
+
+
+def test_heap_trimmer_trims_every_nth_unit(monkeypatch):
+    from echomimic_core import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "trim_heap", lambda: calls.append(1))
+    trimmer = heap.HeapTrimmer(16)
+    for _ in range(10):
+        trimmer.tick(4)          # 40 frames in chunks of 4: trims at 16 and 32
+    assert len(calls) == 2
+    heap.HeapTrimmer(1, enabled=False).tick(5)
+    assert len(calls) == 2
