@@ -347,7 +347,8 @@ class EchoMimicV2SamplerPreset(io.ComfyNode):
         return _comfy.schema(
             "EchoMimicV2SamplerPreset", "EchoMimicV2 Sampler Preset",
             "Steps and guidance of a known setting: normal (30 steps, cfg 2.5, normal weights), acc (6 steps, "
-            "cfg 1, the acc weights), fast (normal weights, DPM++ 2M 10 steps, cfg 2.5, windows without overlap, deep-feature reuse every other step: ~3x faster, slightly different output). Connect to the "
+            "cfg 1, the acc weights), fast (normal weights, DPM++ 2M 10 steps, cfg 2.5, windows without overlap, "
+            "deep-feature reuse every other step: ~3x faster, slightly different output). Connect to the "
             "sampler's 'preset' input.",
             inputs=[io.Combo.Input("preset", options=PRESET_NAMES, default="normal",
                                    tooltip="Pick the one that matches the loader's variant.")],
