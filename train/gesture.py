@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = {
     "data": {"roots": [], "heldout": None, "audio_features": "auto", "audio_encoder": None, "cache_dir": None},
     "model": {"hidden": 64, "dilations": [1, 2, 4, 8], "kernel": 5, "window": 96, "overlap": 16, "steps": 10,
-              "latent_dim": 16, "noise_sigma": 2.0, "noise_white": 0.0},
+              "latent_dim": 16, "noise_sigma": 2.0},
     "train": {"steps": 3000, "batch": 32, "window": 48, "lr": 2e-3, "seed": 0, "max_minutes": 0, "threads": 1},
     "run": {"output_dir": "runs/gesture/model", "log_every": 200},
     "eval": {"seeds": [0, 1, 2]},

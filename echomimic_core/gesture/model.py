@@ -19,11 +19,7 @@ Why this architecture
   with a plain MSE loss, trains stably on a few minutes of CPU, and samples in a handful of Euler
   steps; the seed picks the noise, so one seed = one reproducible performance. The source noise is
   smoothed along time (:func:`smooth_noise`), so what a few-step sampler leaves of it is a slow
-  drift, not per-frame jitter. A small white share of that noise (``noise_white``, a fraction of its
-  variance) is kept on purpose: with purely smooth noise the network never sees frame-to-frame
-  (5-12 Hz) content during training, so nothing stops it from *amplifying* such content along the
-  sampling path, and a longer-trained model did exactly that (jitter 5x the real motion's, growing
-  with the number of sampler steps). Seeing white noise it must remove, it learns to damp that band.
+  drift, not per-frame jitter.
 * **Network**: dilated residual 1-D convolutions over time (kernel 5, dilations 1,2,4,8,...),
   FiLM-conditioned on the anchor pose and the flow time. Convolutions are translation-equivariant
   and have a bounded receptive field (about 2.5 s with the default config), so any length is handled
@@ -68,20 +64,17 @@ def frame_audio(chunks: torch.Tensor, num_layers: int) -> torch.Tensor:
     return c[:, list(CENTRE)].mean(1)
 
 
-def smooth_noise(shape, generator: torch.Generator | None = None, sigma: float = 2.0, white_share: float = 0.0) -> torch.Tensor:
+def smooth_noise(shape, generator: torch.Generator | None = None, sigma: float = 2.0) -> torch.Tensor:
     """Unit-variance Gaussian noise ``[b f c]`` correlated along time (white noise convolved with a
-    Gaussian of ``sigma`` frames, kernel scaled to unit energy), of which a ``white_share`` fraction of the
-    variance is left uncorrelated (see the module docstring). The flow starts from this instead of
-    white noise, so whatever noise a few-step sampler leaves in the result is mostly smooth."""
+    Gaussian of ``sigma`` frames, kernel scaled to unit energy). The flow starts from this instead of
+    white noise, so whatever noise a few-step sampler leaves in the result is smooth, not jitter."""
     b, f, c = shape
     r = int(math.ceil(3 * sigma))
     k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2)
     k = k / k.pow(2).sum().sqrt()
     white = torch.randn((b * c, 1, f + 2 * r), generator=generator)
-    out = rearrange(F.conv1d(white, k.view(1, 1, -1)), "(b c) 1 f -> b f c", b=b)
-    if white_share > 0:  # drawn after the smooth part, so white_share = 0 keeps the old noise of a seed
-        out = math.sqrt(1 - white_share) * out + math.sqrt(white_share) * torch.randn(shape, generator=generator)
-    return out
+    out = F.conv1d(white, k.view(1, 1, -1))
+    return rearrange(out, "(b c) 1 f -> b f c", b=b)
 
 
 class _Block(nn.Module):
@@ -105,13 +98,13 @@ class GestureModel(nn.Module):
 
     def __init__(self, audio_layers: int = 2, audio_width: int = 384, hidden: int = 96,
                  dilations=(1, 2, 4, 8, 1, 2), kernel: int = 5, window: int = 96, overlap: int = 16,
-                 steps: int = 10, noise_sigma: float = 2.0, noise_white: float = 0.0, latent_dim: int = 16, fps: float = 24.0,
+                 steps: int = 10, noise_sigma: float = 2.0, latent_dim: int = 16, fps: float = 24.0,
                  audio_encoder: str = ""):
         super().__init__()
         self.config = {"format": FORMAT, "audio_layers": int(audio_layers), "audio_width": int(audio_width),
                        "hidden": int(hidden), "dilations": [int(d) for d in dilations], "kernel": int(kernel),
                        "window": int(window), "overlap": int(overlap), "steps": int(steps),
-                       "noise_sigma": float(noise_sigma), "noise_white": float(noise_white), "latent_dim": int(latent_dim), "fps": float(fps),
+                       "noise_sigma": float(noise_sigma), "latent_dim": int(latent_dim), "fps": float(fps),
                        "audio_encoder": str(audio_encoder)}
         self.layer_logits = nn.Parameter(torch.zeros(audio_layers))
         self.audio_in = nn.Linear(audio_width, hidden)
@@ -164,7 +157,7 @@ class GestureModel(nn.Module):
         """Rectified-flow loss on latent residual windows ``x1 [b f latent_dim]``; ``mask [b f 1]`` zeroes
         frames where the tracker missed a point."""
         b = x1.shape[0]
-        x0 = smooth_noise(x1.shape, generator, self.config["noise_sigma"], self.config["noise_white"])
+        x0 = smooth_noise(x1.shape, generator, self.config["noise_sigma"])
         t = torch.rand(b, generator=generator)
         xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
         v = self(xt, t, audio, anchor)
@@ -185,7 +178,7 @@ class GestureModel(nn.Module):
         steps = int(steps or cfg["steps"])
         win, ov = cfg["window"], min(cfg["overlap"], cfg["window"] // 2)
         gen = torch.Generator().manual_seed(int(seed))
-        noise = smooth_noise((1, n, cfg["latent_dim"]), gen, cfg["noise_sigma"], cfg["noise_white"])
+        noise = smooth_noise((1, n, cfg["latent_dim"]), gen, cfg["noise_sigma"])
         anc = torch.as_tensor(np.asarray(anchor, dtype=np.float32).reshape(1, MOTION_DIM))
         starts = [0] if n <= win else list(range(0, n - win, win - ov)) + [n - win]
         acc = torch.zeros(n, cfg["latent_dim"])
@@ -234,7 +227,8 @@ class GestureModel(nn.Module):
         if cfg.get("format") != FORMAT:
             raise CheckpointError(f"{cfg_path}: format {cfg.get('format')!r}, expected {FORMAT!r}")
         keys = ("audio_layers", "audio_width", "hidden", "dilations", "kernel", "window", "overlap", "steps", "noise_sigma",
-                "noise_white", "latent_dim", "fps", "audio_encoder")
+                "latent_dim", "fps",
+                "audio_encoder")
         model = cls(**{k: cfg[k] for k in keys if k in cfg})
         model.info = cfg
         try:
