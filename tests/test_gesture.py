@@ -150,26 +150,3 @@ def test_metrics_behave():
     assert M.frechet_distance(a, a + 1) == pytest.approx(5.0, rel=1e-6)
     assert M.diversity([still, still]) == 0.0 and M.diversity([still, beat]) > 0
     assert M.window_stats(beat, np.zeros(n)).shape[0] == (n - 24) // 12 + 1
-
-
-
-
-def test_roughness_term_adds_the_fourth_difference_error():
-    """flow_loss(roughness=c) = plain loss + c/16 * mean squared fourth difference (along time) of the same
-    velocity error; masked frames count in neither."""
-    from echomimic_core.gesture.model import smooth_noise
-
-    model = GestureModel(audio_layers=2, hidden=32, dilations=(1, 2)).eval()  # zero output layer: v = 0
-    x1, audio, anchor = torch.randn(2, 12, 16), torch.randn(2, 12, 2, 384), torch.zeros(2, 88)
-    mask = torch.ones(2, 12, 1)
-    mask[1, 7:] = 0
-    with torch.no_grad():
-        e = x1 - smooth_noise(x1.shape, torch.Generator().manual_seed(0), 2.0)  # = -(error) when v = 0
-        d4 = e[:, 4:] - 4 * e[:, 3:-1] + 6 * e[:, 2:-2] - 4 * e[:, 1:-3] + e[:, :-4]
-        m4 = torch.ones(2, 8, 1)
-        m4[1, 3:] = 0  # windows reaching frame 7 or later
-        plain = (e ** 2 * mask).sum() / (mask.sum() * 16)
-        want = plain + 0.5 / 16 * (d4 ** 2 * m4).sum() / (m4.sum() * 16)
-        loss = lambda c: model.flow_loss(x1, audio, anchor, mask, torch.Generator().manual_seed(0), roughness=c).item()  # noqa: E731
-        assert loss(0.0) == pytest.approx(plain.item(), rel=1e-5)
-        assert loss(0.5) == pytest.approx(want.item(), rel=1e-5)

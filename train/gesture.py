@@ -47,7 +47,7 @@ DEFAULTS = {
     "data": {"roots": [], "heldout": None, "audio_features": "auto", "audio_encoder": None, "cache_dir": None},
     "model": {"hidden": 64, "dilations": [1, 2, 4, 8], "kernel": 5, "window": 96, "overlap": 16, "steps": 10,
               "latent_dim": 16, "noise_sigma": 2.0},
-    "train": {"steps": 3000, "batch": 32, "window": 48, "lr": 2e-3, "roughness": 0.0, "seed": 0, "max_minutes": 0,
+    "train": {"steps": 3000, "batch": 32, "window": 48, "lr": 2e-3, "curvature": 0.0, "seed": 0, "max_minutes": 0,
               "threads": 1},
     "run": {"output_dir": "runs/gesture/model", "log_every": 200},
     "eval": {"seeds": [0, 1, 2]},
@@ -181,7 +181,7 @@ def train(cfg: dict, clips: list[ClipData]) -> GestureModel:
         for g in opt.param_groups:
             g["lr"] = tc["lr"] * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress))
         x, a, anc, mask = batch(clips, model, rng, tc["batch"], tc["window"])
-        loss = model.flow_loss(x, a, anc, mask, gen, roughness=float(tc["roughness"]))
+        loss = model.flow_loss(x, a, anc, mask, gen, curvature=float(tc["curvature"]))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
