@@ -159,10 +159,10 @@ def batch(clips: list[ClipData], model: GestureModel, rng: np.random.Generator, 
 def train(cfg: dict, clips: list[ClipData]) -> GestureModel:
     tc = cfg["train"]
     layers, width = clips[0].audio.shape[1:]
+    torch.manual_seed(tc["seed"])  # before the model exists: its initial weights come from this generator
     model = GestureModel(audio_layers=layers, audio_width=width, fps=float(clips[0].clip.fps),
                          audio_encoder=str(cfg["data"]["audio_encoder"] or ""), **cfg["model"])
     fit_statistics(model, clips, tc["seed"])
-    torch.manual_seed(tc["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=0.0)
     steps = int(tc["steps"])
     # cosine decay over the run's progress: the larger of the step fraction and (with max_minutes) the
