@@ -150,3 +150,24 @@ def test_metrics_behave():
     assert M.frechet_distance(a, a + 1) == pytest.approx(5.0, rel=1e-6)
     assert M.diversity([still, still]) == 0.0 and M.diversity([still, beat]) > 0
     assert M.window_stats(beat, np.zeros(n)).shape[0] == (n - 24) // 12 + 1
+
+
+def test_curvature_term_adds_the_second_difference_error():
+    """flow_loss(curvature=c) = plain loss + c * mean squared second difference (along time) of the same
+    velocity error; masked frames count in neither."""
+    from echomimic_core.gesture.model import smooth_noise
+
+    model = GestureModel(audio_layers=2, hidden=32, dilations=(1, 2)).eval()  # zero output layer: v = 0
+    x1, audio, anchor = torch.randn(2, 12, 16), torch.randn(2, 12, 2, 384), torch.zeros(2, 88)
+    mask = torch.ones(2, 12, 1)
+    mask[1, 6:] = 0
+    with torch.no_grad():
+        e = x1 - smooth_noise(x1.shape, torch.Generator().manual_seed(0), 2.0)  # = -(error) when v = 0
+        d2 = e[:, 2:] - 2 * e[:, 1:-1] + e[:, :-2]
+        m2 = torch.ones(2, 10, 1)
+        m2[1, 4:] = 0  # differences reaching frame 6 or later
+        plain = (e ** 2 * mask).sum() / (mask.sum() * 16)
+        want = plain + 0.5 * (d2 ** 2 * m2).sum() / (m2.sum() * 16)
+        loss = lambda c: model.flow_loss(x1, audio, anchor, mask, torch.Generator().manual_seed(0), curvature=c).item()  # noqa: E731
+        assert loss(0.0) == pytest.approx(plain.item(), rel=1e-5)
+        assert loss(0.5) == pytest.approx(want.item(), rel=1e-5)

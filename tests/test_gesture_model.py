@@ -1,9 +1,8 @@
 """The embedded gesture model (echomimic_core/assets/gesture_model): loads, and on freshly generated held-out
 synthetic clips (a seed, figures and a voice it never saw) beats both baselines - the reference pose held still
-and a random real clip - on beat alignment, and the still pose on the joint FGD-style distance.
-
-Not asserted, because it is not met (README, "Gestures from speech"): a lower joint FGD than a random real
-training clip; the model's hand positions are under-dispersed and its speeds too even."""
+and a random real clip - on beat alignment and on the FGD-style distances (joint speech+motion and motion-only).
+The margins are in the README ("Gestures from speech"); on this small set (6 clips) they are measured, not
+tuned: beat alignment 0.434 vs 0.344 / 0, joint FGD 16.3 vs 27.5 / 49.3."""
 
 from __future__ import annotations
 
@@ -40,6 +39,8 @@ def test_embedded_model_beats_baselines_on_heldout_clips(tmp_path):
     res = G.evaluate(load_gesture_model(), held, train, seeds=(0, 1))
     model, still, rand = res["model"], res["still (reference pose)"], res["random training clip"]
     assert model["beat_alignment"] > max(still["beat_alignment"], rand["beat_alignment"])
-    assert model["fgd_joint"] < still["fgd_joint"]
+    assert model["fgd_joint"] < min(still["fgd_joint"], rand["fgd_joint"])
+    assert model["fgd_motion"] < min(still["fgd_motion"], rand["fgd_motion"])
+    assert len(model["fgd_joint_draws"]) == 2 and len(rand["fgd_joint_draws"]) == 2  # one FGD per draw, averaged
     assert model["diversity"] > 0
     assert D.list_clips([tmp_path / "data"])  # written in the training dataset format

@@ -48,7 +48,8 @@ DEFAULTS = {
     "data": {"roots": [], "heldout": None, "audio_features": "auto", "audio_encoder": None, "cache_dir": None},
     "model": {"hidden": 64, "dilations": [1, 2, 4, 8], "kernel": 5, "window": 96, "overlap": 16, "steps": 10,
               "latent_dim": 16, "noise_sigma": 2.0},
-    "train": {"steps": 3000, "batch": 32, "window": 48, "lr": 2e-3, "seed": 0, "max_minutes": 0, "threads": 1},
+    "train": {"steps": 3000, "batch": 32, "window": 48, "lr": 2e-3, "curvature": 0.0, "seed": 0, "max_minutes": 0,
+              "threads": 1},
     "run": {"output_dir": "runs/gesture/model", "log_every": 200},
     "eval": {"seeds": [0, 1, 2]},
 }
@@ -159,32 +160,40 @@ def batch(clips: list[ClipData], model: GestureModel, rng: np.random.Generator, 
 def train(cfg: dict, clips: list[ClipData]) -> GestureModel:
     tc = cfg["train"]
     layers, width = clips[0].audio.shape[1:]
+    torch.manual_seed(tc["seed"])  # before the model exists: its initial weights come from this generator
     model = GestureModel(audio_layers=layers, audio_width=width, fps=float(clips[0].clip.fps),
                          audio_encoder=str(cfg["data"]["audio_encoder"] or ""), **cfg["model"])
     fit_statistics(model, clips, tc["seed"])
-    torch.manual_seed(tc["seed"])
     opt = torch.optim.AdamW(model.parameters(), lr=tc["lr"], weight_decay=0.0)
     steps = int(tc["steps"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    # cosine decay over the run's progress: the larger of the step fraction and (with max_minutes) the
+    # time fraction, so a time-capped run still anneals to zero instead of stopping at a high rate
+    budget = 60.0 * float(tc["max_minutes"] or 0)
     rng = np.random.default_rng([tc["seed"], 2])
     gen = torch.Generator().manual_seed(tc["seed"])
     t0, run = time.perf_counter(), 0.0
     model.train()
     for step in range(steps):
+        elapsed = time.perf_counter() - t0
+        progress = max(step / steps, elapsed / budget if budget else 0.0)
+        if progress >= 1.0:
+            print(f"stopping at step {step}: max_minutes {tc['max_minutes']} reached", file=sys.stderr)
+            break
+        for g in opt.param_groups:
+            g["lr"] = tc["lr"] * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * progress))
         x, a, anc, mask = batch(clips, model, rng, tc["batch"], tc["window"])
-        loss = model.flow_loss(x, a, anc, mask, gen)
+        loss = model.flow_loss(x, a, anc, mask, gen, curvature=float(tc["curvature"]))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
         run = 0.98 * run + 0.02 * loss.item() if step else loss.item()
         if (step + 1) % cfg["run"]["log_every"] == 0 or step + 1 == steps:
-            print(f"step {step + 1}/{steps} loss {run:.4f} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-        if tc["max_minutes"] and time.perf_counter() - t0 > 60 * tc["max_minutes"]:
-            print(f"stopping at step {step + 1}: max_minutes {tc['max_minutes']}", file=sys.stderr)
-            break
-    model.info = dict(model.config, trained_steps=step + 1, train_seconds=round(time.perf_counter() - t0, 1))
+            print(f"step {step + 1}/{steps} loss {run:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    else:
+        step += 1
+    model.info = dict(model.config, trained_steps=step, train_seconds=round(time.perf_counter() - t0, 1))
     model.explained_variance = getattr(model, "explained_variance", float("nan"))
     return model.eval()
 
@@ -196,39 +205,60 @@ def _fit(m: np.ndarray, n: int) -> np.ndarray:
     return m[fit_length_indices(len(m), n, "pingpong")]
 
 
+def clip_seed(seed: int, index: int, count: int) -> int:
+    """The sampling seed of held-out clip ``index`` (of ``count``) in evaluation draw ``seed``: distinct for
+    every clip and draw. (One seed for every clip would give all clips of a draw the same noise, i.e. one
+    shared random drift: the set's FGD would then measure a single sample, not the model's distribution.)"""
+    return int(seed) * int(count) + int(index)
+
+
+def _set_stats(ms, es):
+    return (np.concatenate([M.window_stats(m, e) for m, e in zip(ms, es)]),
+            np.concatenate([M.window_stats(m) for m in ms]))
+
+
 def evaluate(model: GestureModel, heldout: list[ClipData], train_clips: list[ClipData], seeds=(0, 1, 2),
              baseline_seed: int = 0) -> dict:
     """Metrics of the model and the two baselines on held-out clips (reference = each clip's frame 0).
 
-    Beat alignment and jitter: mean over clips (the model: also over ``seeds``). FGD: one motion per
-    held-out clip for every method (the model's first seed), against the held-out real motion, with
-    features standardised by the real set; the "real" row is a floor: as many *training* clips
-    (with their own speech) against the same held-out set. Diversity: between the seeds' samples."""
+    Every stochastic method is drawn ``len(seeds)`` times: the model once per seed (clip ``i`` of draw
+    ``s`` sampled with :func:`clip_seed`), the random-clip baseline with as many independent choices of
+    training clips, and the "real" row - a floor: as many *training* clips (with their own speech) as
+    held-out ones - with as many choices of clips. Beat alignment and jitter: mean over clips and draws.
+    FGD (joint and motion-only): one distance per draw (one motion per held-out clip, against the
+    held-out real motion, features standardised by the real set), reported as the mean over draws
+    (``*_draws`` keeps each; a single draw of 16 clips varies by about +-2). Diversity: between the
+    seeds' samples of the same clip. The still pose is deterministic (one draw)."""
     rng = np.random.default_rng(baseline_seed)
     real = [c.motion.astype(np.float64) for c in heldout]
     envs = [c.envelope for c in heldout]
-    samples = [[model.sample(torch.from_numpy(c.audio), c.motion[0].astype(np.float64), seed=s) for s in seeds]
-               for c in heldout]
-    floor = [train_clips[i] for i in rng.permutation(len(train_clips))[:len(heldout)]]
-    methods = {
-        "real (training clips, own speech)": ([c.motion.astype(np.float64) for c in floor], [c.envelope for c in floor]),
-        "model": ([g[0] for g in samples], envs),
-        "still (reference pose)": ([np.repeat(m[:1], len(m), 0) for m in real], envs),
-        "random training clip": ([_fit(train_clips[int(rng.integers(len(train_clips)))].motion.astype(np.float64), len(m))
-                                  for m in real], envs),
-    }
-    real_joint = np.concatenate([M.window_stats(m, e) for m, e in zip(real, envs)])
-    real_motion = np.concatenate([M.window_stats(m) for m in real])
+    n = len(heldout)
+    samples = [[model.sample(torch.from_numpy(c.audio), c.motion[0].astype(np.float64), seed=clip_seed(s, i, n))
+                for s in seeds] for i, c in enumerate(heldout)]
+    draws: dict[str, list] = {"real (training clips, own speech)": [], "model": [], "still (reference pose)": [],
+                              "random training clip": []}
+    for d in range(len(seeds)):
+        floor = [train_clips[i] for i in rng.permutation(len(train_clips))[:n]]
+        draws["real (training clips, own speech)"].append(([c.motion.astype(np.float64) for c in floor],
+                                                           [c.envelope for c in floor]))
+        draws["model"].append(([g[d] for g in samples], envs))
+        draws["random training clip"].append(
+            ([_fit(train_clips[int(rng.integers(len(train_clips)))].motion.astype(np.float64), len(m)) for m in real], envs))
+    draws["still (reference pose)"].append(([np.repeat(m[:1], len(m), 0) for m in real], envs))
+    real_joint, real_motion = _set_stats(real, envs)
     sj, sm = real_joint.std(0), real_motion.std(0)
     out = {}
-    for name, (ms, es) in methods.items():
-        joint = np.concatenate([M.window_stats(m, e) for m, e in zip(ms, es)])
-        motion = np.concatenate([M.window_stats(m) for m in ms])
-        pairs = [(g, e) for gs, e in zip(samples, envs) for g in gs] if name == "model" else list(zip(ms, es))
+    for name, sets in draws.items():
+        pairs = [(m, e) for ms, es in sets for m, e in zip(ms, es)]
+        fj, fm = [], []
+        for ms, es in sets:
+            joint, motion = _set_stats(ms, es)
+            fj.append(M.frechet_distance(joint, real_joint, sj))
+            fm.append(M.frechet_distance(motion, real_motion, sm))
         out[name] = {
             "beat_alignment": float(np.mean([M.beat_alignment(m, speech_onsets(e)) for m, e in pairs])),
-            "fgd_joint": M.frechet_distance(joint, real_joint, sj),
-            "fgd_motion": M.frechet_distance(motion, real_motion, sm),
+            "fgd_joint": float(np.mean(fj)), "fgd_motion": float(np.mean(fm)),
+            "fgd_joint_draws": fj, "fgd_motion_draws": fm,
             "jitter": float(np.mean([M.jitter(m) for m, _ in pairs])),
         }
     out["model"]["diversity"] = float(np.mean([M.diversity(g) for g in samples]))
