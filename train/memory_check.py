@@ -1,0 +1,207 @@
+"""Measure one real training step's memory on the CPU at a small size; calibrate train/estimate.py by it.
+
+    python train/memory_check.py [--resolution 128] [--frames 4] [--full-frames 24]
+    python train/estimate.py --calibrate           # the same
+
+The step is estimate.py's `training_step` (TrainNet forward + backward, gradient checkpointing on, the
+PhD decode on/off as estimate.py models it) on real, randomly initialised networks of the SD layout with
+narrow channels (UNet (32, 64, 128, 128) × 2 layers, 8 heads, VAE (16, 32, 64, 64)), batch 1.
+
+What is measured, per case (stage 1 with and without the PhD decode, stage 2 with a few frames):
+
+* **peak**: the highest number of bytes held by tensors allocated during the step, above what was held
+  when it started; torch's CPU allocator reports every allocation and free to `torch.profiler` when
+  `profile_memory=True`, so this is the running sum of those events (the CPU analogue of
+  `torch.cuda.max_memory_allocated() - memory_allocated()` before the step). Weights, their gradients
+  (allocated before the step, as after a first step) are in the baseline, so the peak is what
+  estimate.py calls activations plus what it leaves out: checkpoint recompute, the backward's transient
+  gradients of activations, temporaries. Under mixed precision the weights are cast to bf16 beforehand:
+  the ops see the same 16-bit weights as under autocast with fp32 master weights, without autocast's
+  cached 16-bit copies, which scale with the parameters rather than the activations and are added at
+  full size as 2 B × trainable parameters (all alive at the end of the forward, so an upper bound).
+* **saved**: the distinct storages autograd saves for backward, recorded with
+  `torch.autograd.graph.saved_tensors_hooks` (the hook estimate.py counts with), deduplicated by storage
+  and without the parameters' own storages; their real dtype. With non-reentrant checkpointing the
+  tensors saved inside a checkpointed block go to the checkpoint's own hooks, in both counts.
+
+Peak is the figure that decides whether a step fits, so the calibration ratio is peak / counted, where
+counted = estimate.py's `count_step` of the same configuration on the meta device (every saved tensor
+× 2 bytes). Two precisions: bf16 autocast (the trainer's mixed precision, CPU autocast rules) against
+the 2-byte count, which is what calibrates the 768² figures; fp32 against a 4-byte count, which checks
+the counting without dtype questions. The 768² activations are scaled per stage: stage 2 by its ratio,
+stage 1 as (no-PhD ratio) × (UNet part) + (PhD ratio) × (decode part), the decode part being the
+difference of the counts with and without PhD (so the latent-crop row scales too).
+
+Limits: a calibration at 128 px and 1/10 of the width, not a measurement at 768²; CPU autocast is not
+CUDA autocast (norms and attention kernels differ); the CUDA context, cuDNN workspaces and allocator
+fragmentation are not in it. Re-measure on a GPU with `torch.cuda.max_memory_allocated()` after a few
+steps of a real run (see train/README.md, "Memory and time per step").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from train import estimate as E
+
+SMALL_UNET = {"block_out_channels": [32, 64, 128, 128], "norm_num_groups": 32}  # 2 layers, 8 heads as SD1.5
+SMALL_POSE = {"conditioning_embedding_channels": 32}  # the pose blocks keep their full widths
+SMALL_VAE = {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 2, "latent_channels": 4, "norm_num_groups": 16}
+GIB = 2 ** 30
+
+
+def small_networks(seed: int = 0, unet=None, vae=None):
+    from echomimic_core.models import SD_IMAGE_VARIATIONS_UNET_CONFIG
+
+    torch.manual_seed(seed)
+    return E.build_networks({**SD_IMAGE_VARIATIONS_UNET_CONFIG, **(unet or SMALL_UNET)}, SMALL_POSE, vae or SMALL_VAE)
+
+
+def _peak_of(prof) -> int:
+    """Highest running sum of the CPU allocator's alloc/free events recorded by the profiler."""
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def _live_at(prof, t_ns: int) -> int:
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.start_ns() <= t_ns]
+    return sum(e.nbytes() for e in events)
+
+
+def measure(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop=None, amp: bool = True,
+            nets=None, seed: int = 0) -> dict:
+    """Peak and saved bytes of one real step of the small networks (module docstring); bf16 autocast if `amp`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ref, den, pose, vae = nets or small_networks(seed)
+    net = E.train_net(ref, den, pose, vae, stage, grad_ckpt=True)
+    if amp:  # 16-bit weights: the ops see what autocast would cast them to, without the copies (see above)
+        for m in (net, vae):
+            m.to(torch.bfloat16)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    for p in trainable:  # gradients belong to the exact weights/grads/AdamW count, not to activations
+        p.grad = torch.zeros_like(p)
+    param_ptrs = {p.untyped_storage().data_ptr() for m in (net, vae) for p in m.parameters()}
+    torch.manual_seed(seed + 1)
+    inputs = E.step_inputs(resolution, frames)
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in param_ptrs and st.nbytes():
+            saved[st.data_ptr()] = st.nbytes()  # the tensor is returned, so its storage stays alive: ptrs unique
+        return t
+
+    marks = {}
+    amp_ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with amp_ctx:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, \
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            E.training_step(net, vae, inputs, phd, phd_latent_crop,
+                            before_backward=lambda: marks.setdefault("fwd", time.time_ns()))
+    sec = time.perf_counter() - t0
+    return {"peak_bytes": _peak_of(prof), "forward_end_bytes": _live_at(prof, marks["fwd"]),
+            "saved_bytes": sum(saved.values()), "grad_bytes": sum(p.numel() * p.element_size() for p in trainable),
+            "seconds": round(sec, 2)}
+
+
+def counted(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop=None, bytes_per_element=2,
+            unet=None, vae=None) -> dict:
+    """estimate.py's count (meta device) of the same small configuration."""
+    with torch.device("meta"):
+        ref, den, pose, v = small_networks(unet=unet, vae=vae)
+    return E.count_step(ref, den, pose, v, resolution, frames, stage, phd, True, phd_latent_crop, bytes_per_element)
+
+
+def compare(resolution: int, frames: int, stage: int, phd: bool, amp: bool = True, unet=None, vae=None) -> dict:
+    """Measured vs counted for one small case. `ratio` = peak / the count without the saved weights
+    (the measured peak excludes the weights' storage: it is in the baseline)."""
+    m = measure(resolution, frames, stage, phd, amp=amp, nets=small_networks(unet=unet, vae=vae))
+    c = counted(resolution, frames, stage, phd, bytes_per_element=2 if amp else 4, unet=unet, vae=vae)
+    act = c["saved_bytes"] - c["saved_param_bytes"]
+    return {**m, "counted_bytes": c["saved_bytes"], "counted_activation_bytes": act, "ratio": m["peak_bytes"] / act}
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:.2f}"
+
+
+def calibrate(resolution: int = 128, frames: int = 4, full_frames: int = 24, full: bool = True, out=print) -> dict:
+    """The small-case table (both precisions) and, with `full`, the calibrated 768² per-GPU figures."""
+    cases = {"s1_phd": (1, 1, True), "s1_nophd": (1, 1, False), "s2": (2, frames, False)}
+    res = {}
+    out(f"measured on CPU at {resolution}x{resolution}, batch 1, SD layout with UNet {SMALL_UNET['block_out_channels']}"
+        f", VAE {SMALL_VAE['block_out_channels']}, gradient checkpointing on; MiB")
+    out("| case | precision | counted | counted w/o weights | saved (distinct, measured) | peak (measured) "
+        "| at end of forward | peak / counted w/o weights | s |")
+    out("|---|---|---|---|---|---|---|---|---|")
+    for amp in (True, False):
+        for name, (stage, f, phd) in cases.items():
+            r = res[(name, amp)] = compare(resolution, f, stage, phd, amp)
+            label = f"stage {stage}, {f} frame{'s' if f > 1 else ''}, PhD {'on' if phd else 'off'}"
+            out(f"| {label} | {'bf16' if amp else 'fp32'} | {_mib(r['counted_bytes'])} "
+                f"| {_mib(r['counted_activation_bytes'])} | {_mib(r['saved_bytes'])} | {_mib(r['peak_bytes'])} "
+                f"| {_mib(r['forward_end_bytes'])} | {r['ratio']:.2f} | {r['seconds']} |")
+    if not full:
+        return {"small": res}
+    s1p, s1, s2 = res[("s1_phd", True)], res[("s1_nophd", True)], res[("s2", True)]
+    r_unet, r_s2 = s1["ratio"], s2["ratio"]
+    r_dec = (s1p["peak_bytes"] - s1["peak_bytes"]) / (s1p["counted_activation_bytes"] - s1["counted_activation_bytes"])
+    out(f"\nratios (bf16): stage-1 UNet part {r_unet:.2f}, PhD decode part {r_dec:.2f}, stage 2 {r_s2:.2f}")
+
+    def act_of(est):  # counted activations per sample without the saved weights, GiB
+        return est["activation_gb_per_sample"] - est["saved_weights_gb_per_sample"]
+
+    base = act_of(E.estimate(768, 1, 1, phd=False))
+    rows = [("stage 1, PhD full decode", 1, 1, True, None, 4), ("stage 1, PhD on 48² latent crop", 1, 1, True, 48, 4),
+            ("stage 2", 2, full_frames, False, None, 4), ("stage 2", 2, full_frames, False, None, 1)]
+    out("\n768² per GPU, GiB (ESTIMATE: counted at full size, activations scaled by the measured ratio)")
+    out("| setting | batch | weights+grads+AdamW, frozen | bf16 weight copies | activations counted "
+        "| activations calibrated | total calibrated |")
+    out("|---|---|---|---|---|---|---|")
+    full_rows, cache = [], {}
+    for label, stage, f, phd, crop, batch in rows:
+        key = (stage, f, phd, crop)
+        if key not in cache:
+            cache[key] = E.estimate(768, f, stage, phd=phd, phd_latent_crop=crop)
+        est = cache[key]
+        act = act_of(est)
+        cal = r_s2 * act if stage == 2 else r_unet * base + r_dec * (act - base)
+        states = est["trainable_params"] * 16 / GIB + est["frozen_params"] * 2 / GIB
+        copies = est["trainable_params"] * 2 / GIB  # autocast's cached casts of the fp32 trainable weights
+        total = states + copies + cal * batch
+        full_rows.append({"setting": label, "frames": f, "batch": batch, "states_gb": states, "copies_gb": copies,
+                          "activations_counted_gb": act * batch, "activations_calibrated_gb": cal * batch,
+                          "total_gb": total})
+        out(f"| {label}{f', {f} frames' if f > 1 else ''} | {batch} | {states:.1f} | {copies:.1f} | {act * batch:.1f} "
+            f"| {cal * batch:.1f} | {total:.1f} |")
+    return {"small": res, "ratios": {"s1_unet": r_unet, "s1_decode": r_dec, "s2": r_s2}, "full": full_rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resolution", type=int, default=128, help="small measured size (pixels)")
+    ap.add_argument("--frames", type=int, default=4, help="stage-2 frames in the small measured run")
+    ap.add_argument("--full-frames", type=int, default=24, help="stage-2 frames of the 768² rows")
+    ap.add_argument("--small-only", action="store_true", help="skip the full-size counts")
+    a = ap.parse_args(argv)
+    calibrate(a.resolution, a.frames, a.full_frames, full=not a.small_only)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
