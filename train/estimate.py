@@ -175,7 +175,14 @@ def main(argv=None) -> int:
     ap.add_argument("--gpu-tflops", type=float, default=312.0, help="A100 dense bf16/fp16 peak")
     ap.add_argument("--mfu", type=float, default=0.35)
     ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--calibrate", action="store_true",
+                    help="measure a small step on the CPU and print the calibrated 768² memory (train/memory_check.py)")
     a = ap.parse_args(argv)
+    if a.calibrate:
+        from train.memory_check import calibrate
+
+        calibrate()
+        return 0
     frames = a.frames or (1 if a.stage == 1 else 24)
     est = estimate(a.resolution, frames, a.stage, phd=not a.no_phd and a.stage == 1, grad_ckpt=not a.no_grad_ckpt,
                    phd_latent_crop=a.phd_latent_crop)

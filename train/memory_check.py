@@ -1,6 +1,6 @@
 """Measure one real training step's memory on the CPU at a small size; calibrate train/estimate.py by it.
 
-    python train/memory_check.py [--resolution 128] [--frames 4] [--full-frames 24]
+    python train/memory_check.py [--resolutions 64 128] [--frames 4] [--full-frames 24] [--small-only]
     python train/estimate.py --calibrate           # the same
 
 The step is estimate.py's `training_step` (TrainNet forward + backward, gradient checkpointing on, the
@@ -20,8 +20,8 @@ What is measured, per case (stage 1 with and without the PhD decode, stage 2 wit
   cached 16-bit copies, which scale with the parameters rather than the activations and are added at
   full size as 2 B × trainable parameters (all alive at the end of the forward, so an upper bound).
 * **saved**: the distinct storages autograd saves for backward, recorded with
-  `torch.autograd.graph.saved_tensors_hooks` (the hook estimate.py counts with), deduplicated by storage
-  and without the parameters' own storages; their real dtype. With non-reentrant checkpointing the
+  `torch.autograd.graph.saved_tensors_hooks` (the hook estimate.py counts with), deduplicated by storage,
+  without the storages of the parameters and of the step's inputs (the baseline); their real dtype. With non-reentrant checkpointing the
   tensors saved inside a checkpointed block go to the checkpoint's own hooks, in both counts.
 
 Peak is the figure that decides whether a step fits, so the calibration ratio is peak / counted, where
@@ -90,18 +90,19 @@ def measure(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop
     net = E.train_net(ref, den, pose, vae, stage, grad_ckpt=True)
     if amp:  # 16-bit weights: the ops see what autocast would cast them to, without the copies (see above)
         for m in (net, vae):
-            m.to(torch.bfloat16)
+            torch.nn.Module.to(m, torch.bfloat16)  # (diffusers' .to warns about fp32-kept modules; there are none)
     trainable = [p for p in net.parameters() if p.requires_grad]
     for p in trainable:  # gradients belong to the exact weights/grads/AdamW count, not to activations
         p.grad = torch.zeros_like(p)
-    param_ptrs = {p.untyped_storage().data_ptr() for m in (net, vae) for p in m.parameters()}
     torch.manual_seed(seed + 1)
     inputs = E.step_inputs(resolution, frames)
+    before = {t.untyped_storage().data_ptr() for t in [*net.parameters(), *vae.parameters(), *inputs.values()]
+              if isinstance(t, torch.Tensor)}  # the baseline: not counted as saved either
     saved: dict[int, int] = {}
 
     def pack(t):
         st = t.untyped_storage()
-        if st.data_ptr() not in param_ptrs and st.nbytes():
+        if st.data_ptr() not in before and st.nbytes():
             saved[st.data_ptr()] = st.nbytes()  # the tensor is returned, so its storage stays alive: ptrs unique
         return t
 
@@ -140,28 +141,42 @@ def _mib(n: int) -> str:
     return f"{n / 2 ** 20:.2f}"
 
 
-def calibrate(resolution: int = 128, frames: int = 4, full_frames: int = 24, full: bool = True, out=print) -> dict:
-    """The small-case table (both precisions) and, with `full`, the calibrated 768² per-GPU figures."""
+def _ratios(res: dict) -> dict:
+    """Stage-1 UNet part, stage-1 PhD decode part (difference of the cases with and without PhD) and
+    stage 2, from one size's bf16 cases."""
+    s1p, s1, s2 = res["s1_phd"], res["s1_nophd"], res["s2"]
+    dec = (s1p["peak_bytes"] - s1["peak_bytes"]) / (s1p["counted_activation_bytes"] - s1["counted_activation_bytes"])
+    return {"s1_unet": s1["ratio"], "s1_decode": dec, "s2": s2["ratio"]}
+
+
+def calibrate(resolutions=(64, 128), frames: int = 4, full_frames: int = 24, full: bool = True, out=print) -> dict:
+    """The small-case table (each size, both precisions) and, with `full`, the 768² per-GPU figures
+    calibrated by the largest bf16 ratio of each part over the measured sizes (the conservative choice:
+    the ratio moves with the size, see train/README.md)."""
     cases = {"s1_phd": (1, 1, True), "s1_nophd": (1, 1, False), "s2": (2, frames, False)}
-    res = {}
-    out(f"measured on CPU at {resolution}x{resolution}, batch 1, SD layout with UNet {SMALL_UNET['block_out_channels']}"
-        f", VAE {SMALL_VAE['block_out_channels']}, gradient checkpointing on; MiB")
-    out("| case | precision | counted | counted w/o weights | saved (distinct, measured) | peak (measured) "
+    res: dict = {}
+    out(f"measured on CPU, batch 1, SD layout with UNet {SMALL_UNET['block_out_channels']} x 2 layers, "
+        f"VAE {SMALL_VAE['block_out_channels']}, gradient checkpointing on; MiB")
+    out("| size | case | precision | counted | counted w/o weights | saved (distinct, measured) | peak (measured) "
         "| at end of forward | peak / counted w/o weights | s |")
-    out("|---|---|---|---|---|---|---|---|---|")
-    for amp in (True, False):
-        for name, (stage, f, phd) in cases.items():
-            r = res[(name, amp)] = compare(resolution, f, stage, phd, amp)
-            label = f"stage {stage}, {f} frame{'s' if f > 1 else ''}, PhD {'on' if phd else 'off'}"
-            out(f"| {label} | {'bf16' if amp else 'fp32'} | {_mib(r['counted_bytes'])} "
-                f"| {_mib(r['counted_activation_bytes'])} | {_mib(r['saved_bytes'])} | {_mib(r['peak_bytes'])} "
-                f"| {_mib(r['forward_end_bytes'])} | {r['ratio']:.2f} | {r['seconds']} |")
+    out("|---|---|---|---|---|---|---|---|---|---|")
+    for size in resolutions:
+        for amp in (True, False):
+            for name, (stage, f, phd) in cases.items():
+                r = res.setdefault((size, amp), {})[name] = compare(size, f, stage, phd, amp)
+                label = f"stage {stage}, {f} frame{'s' if f > 1 else ''}, PhD {'on' if phd else 'off'}"
+                out(f"| {size}² | {label} | {'bf16' if amp else 'fp32'} | {_mib(r['counted_bytes'])} "
+                    f"| {_mib(r['counted_activation_bytes'])} | {_mib(r['saved_bytes'])} | {_mib(r['peak_bytes'])} "
+                    f"| {_mib(r['forward_end_bytes'])} | {r['ratio']:.2f} | {r['seconds']} |")
+    per_size = {size: _ratios(res[(size, True)]) for size in resolutions}
+    for size, q in per_size.items():
+        out(f"ratios (bf16) at {size}²: stage-1 UNet part {q['s1_unet']:.2f}, PhD decode part {q['s1_decode']:.2f}, "
+            f"stage 2 {q['s2']:.2f}")
     if not full:
-        return {"small": res}
-    s1p, s1, s2 = res[("s1_phd", True)], res[("s1_nophd", True)], res[("s2", True)]
-    r_unet, r_s2 = s1["ratio"], s2["ratio"]
-    r_dec = (s1p["peak_bytes"] - s1["peak_bytes"]) / (s1p["counted_activation_bytes"] - s1["counted_activation_bytes"])
-    out(f"\nratios (bf16): stage-1 UNet part {r_unet:.2f}, PhD decode part {r_dec:.2f}, stage 2 {r_s2:.2f}")
+        return {"small": res, "ratios": per_size}
+    ratio = {k: max(q[k] for q in per_size.values()) for k in ("s1_unet", "s1_decode", "s2")}
+    r_unet, r_dec, r_s2 = ratio["s1_unet"], ratio["s1_decode"], ratio["s2"]
+    out(f"used (largest): stage-1 UNet part {r_unet:.2f}, PhD decode part {r_dec:.2f}, stage 2 {r_s2:.2f}")
 
     def act_of(est):  # counted activations per sample without the saved weights, GiB
         return est["activation_gb_per_sample"] - est["saved_weights_gb_per_sample"]
@@ -189,17 +204,17 @@ def calibrate(resolution: int = 128, frames: int = 4, full_frames: int = 24, ful
                           "total_gb": total})
         out(f"| {label}{f', {f} frames' if f > 1 else ''} | {batch} | {states:.1f} | {copies:.1f} | {act * batch:.1f} "
             f"| {cal * batch:.1f} | {total:.1f} |")
-    return {"small": res, "ratios": {"s1_unet": r_unet, "s1_decode": r_dec, "s2": r_s2}, "full": full_rows}
+    return {"small": res, "ratios": per_size, "used": ratio, "full": full_rows}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--resolution", type=int, default=128, help="small measured size (pixels)")
+    ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 128], help="small measured sizes (pixels)")
     ap.add_argument("--frames", type=int, default=4, help="stage-2 frames in the small measured run")
     ap.add_argument("--full-frames", type=int, default=24, help="stage-2 frames of the 768² rows")
     ap.add_argument("--small-only", action="store_true", help="skip the full-size counts")
     a = ap.parse_args(argv)
-    calibrate(a.resolution, a.frames, a.full_frames, full=not a.small_only)
+    calibrate(a.resolutions, a.frames, a.full_frames, full=not a.small_only)
     return 0
 
 
