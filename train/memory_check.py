@@ -1,6 +1,6 @@
 """Measure one real training step's memory on the CPU at a small size; calibrate train/estimate.py by it.
 
-    python train/memory_check.py [--resolutions 64 128] [--frames 4] [--full-frames 24] [--small-only]
+    python train/memory_check.py [--resolutions 64 128 192] [--frames 4] [--full-frames 24] [--small-only]
     python train/estimate.py --calibrate           # the same
 
 The step is estimate.py's `training_step` (TrainNet forward + backward, gradient checkpointing on, the
@@ -24,13 +24,18 @@ What is measured, per case (stage 1 with and without the PhD decode, stage 2 wit
   without the storages of the parameters and of the step's inputs (the baseline); their real dtype. With non-reentrant checkpointing the
   tensors saved inside a checkpointed block go to the checkpoint's own hooks, in both counts.
 
-Peak is the figure that decides whether a step fits, so the calibration ratio is peak / counted, where
-counted = estimate.py's `count_step` of the same configuration on the meta device (every saved tensor
-× 2 bytes). Two precisions: bf16 autocast (the trainer's mixed precision, CPU autocast rules) against
-the 2-byte count, which is what calibrates the 768² figures; fp32 against a 4-byte count, which checks
-the counting without dtype questions. The 768² activations are scaled per stage: stage 2 by its ratio,
-stage 1 as (no-PhD ratio) × (UNet part) + (PhD ratio) × (decode part), the decode part being the
-difference of the counts with and without PhD (so the latent-crop row scales too).
+Peak is the figure that decides whether a step fits, so it is compared with counted = estimate.py's
+`count_step` of the same configuration on the meta device (every saved tensor × 2 bytes), less the
+saved tensors that are parameters (the peak has the weights in its baseline). Two precisions: bf16
+(the trainer's mixed precision, CPU autocast rules) against the 2-byte count, which calibrates the 768²
+figures; fp32 against a 4-byte count, which checks the counting without dtype questions. Both peak and
+count are close to straight lines in the number of pixels, with constants (audio tokens, transient
+weight gradients) that matter at 64 px and not at 768², so the calibration ratio is the ratio of their
+slopes, fitted over the measured sizes (default 64, 128, 192 px). The 768² activations are scaled per
+stage: stage 2 by its ratio, stage 1 as (UNet ratio) × (count without PhD) + (decode ratio) × (the rest),
+the decode ratio fitted on the difference of the cases with and without PhD (so the latent-crop row
+scales too). The main thing the count misses is in the backward: the gradients of the activations,
+held along the UNet's skip connections until the down path's backward uses them.
 
 Limits: a calibration at 128 px and 1/10 of the width, not a measurement at 768²; CPU autocast is not
 CUDA autocast (norms and attention kernels differ); the CUDA context, cuDNN workspaces and allocator
@@ -141,18 +146,43 @@ def _mib(n: int) -> str:
     return f"{n / 2 ** 20:.2f}"
 
 
-def _ratios(res: dict) -> dict:
-    """Stage-1 UNet part, stage-1 PhD decode part (difference of the cases with and without PhD) and
-    stage 2, from one size's bf16 cases."""
-    s1p, s1, s2 = res["s1_phd"], res["s1_nophd"], res["s2"]
-    dec = (s1p["peak_bytes"] - s1["peak_bytes"]) / (s1p["counted_activation_bytes"] - s1["counted_activation_bytes"])
-    return {"s1_unet": s1["ratio"], "s1_decode": dec, "s2": s2["ratio"]}
+def _slope(xs, ys) -> tuple[float, float, float]:
+    """Least-squares line y = a + b x: (b, a, largest |residual| / max y)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    return b, a, max(abs(a + b * x - y) for x, y in zip(xs, ys)) / max(ys)
 
 
-def calibrate(resolutions=(64, 128), frames: int = 4, full_frames: int = 24, full: bool = True, out=print) -> dict:
-    """The small-case table (each size, both precisions) and, with `full`, the 768² per-GPU figures
-    calibrated by the largest bf16 ratio of each part over the measured sizes (the conservative choice:
-    the ratio moves with the size, see train/README.md)."""
+def _fits(res: dict, sizes) -> dict:
+    """Per part (stage-1 UNet, stage-1 PhD decode = the PhD case minus the no-PhD case, stage 2): the
+    bf16 peak and the count as lines in the number of pixels, and the ratio of their slopes."""
+    def part(key, sz):
+        r = res[(sz, True)]
+        if key == "s1_decode":
+            return (r["s1_phd"]["peak_bytes"] - r["s1_nophd"]["peak_bytes"],
+                    r["s1_phd"]["counted_activation_bytes"] - r["s1_nophd"]["counted_activation_bytes"])
+        return r[key]["peak_bytes"], r[key]["counted_activation_bytes"]
+
+    fits = {}
+    px = [s * s for s in sizes]
+    for key in ("s1_unet", "s1_decode", "s2"):
+        name = "s1_nophd" if key == "s1_unet" else key
+        pk, ct = zip(*(part(name, sz) for sz in sizes))
+        bp, ap_, ep = _slope(px, pk)
+        bc, ac, ec = _slope(px, ct)
+        fits[key] = {"peak_per_px": bp, "peak_const": ap_, "peak_fit_err": ep, "count_per_px": bc,
+                     "count_const": ac, "count_fit_err": ec, "ratio": bp / bc}
+    return fits
+
+
+def calibrate(resolutions=(64, 128, 192), frames: int = 4, full_frames: int = 24, full: bool = True,
+              out=print) -> dict:
+    """The small-case table (each size, both precisions), the per-pixel fits and, with `full`, the 768²
+    per-GPU figures with the counted activations scaled by the ratio of the per-pixel slopes (bf16):
+    at 768² the parts of the count and of the peak that do not grow with the image (audio tokens,
+    weight-gradient transients) are negligible, at 64-192 px they are not."""
     cases = {"s1_phd": (1, 1, True), "s1_nophd": (1, 1, False), "s2": (2, frames, False)}
     res: dict = {}
     out(f"measured on CPU, batch 1, SD layout with UNet {SMALL_UNET['block_out_channels']} x 2 layers, "
@@ -168,15 +198,16 @@ def calibrate(resolutions=(64, 128), frames: int = 4, full_frames: int = 24, ful
                 out(f"| {size}² | {label} | {'bf16' if amp else 'fp32'} | {_mib(r['counted_bytes'])} "
                     f"| {_mib(r['counted_activation_bytes'])} | {_mib(r['saved_bytes'])} | {_mib(r['peak_bytes'])} "
                     f"| {_mib(r['forward_end_bytes'])} | {r['ratio']:.2f} | {r['seconds']} |")
-    per_size = {size: _ratios(res[(size, True)]) for size in resolutions}
-    for size, q in per_size.items():
-        out(f"ratios (bf16) at {size}²: stage-1 UNet part {q['s1_unet']:.2f}, PhD decode part {q['s1_decode']:.2f}, "
-            f"stage 2 {q['s2']:.2f}")
+    fits = _fits(res, resolutions)
+    out("\nper-pixel fits over the sizes (bf16): bytes per image pixel, and the constant")
+    out("| part | peak: B/px, const MiB, worst residual | count: B/px, const MiB, worst residual | ratio of slopes |")
+    out("|---|---|---|---|")
+    for key, q in fits.items():
+        out(f"| {key} | {q['peak_per_px']:.0f}, {_mib(q['peak_const'])}, {100 * q['peak_fit_err']:.1f} % "
+            f"| {q['count_per_px']:.0f}, {_mib(q['count_const'])}, {100 * q['count_fit_err']:.1f} % | {q['ratio']:.2f} |")
     if not full:
-        return {"small": res, "ratios": per_size}
-    ratio = {k: max(q[k] for q in per_size.values()) for k in ("s1_unet", "s1_decode", "s2")}
-    r_unet, r_dec, r_s2 = ratio["s1_unet"], ratio["s1_decode"], ratio["s2"]
-    out(f"used (largest): stage-1 UNet part {r_unet:.2f}, PhD decode part {r_dec:.2f}, stage 2 {r_s2:.2f}")
+        return {"small": res, "fits": fits}
+    r_unet, r_dec, r_s2 = (fits[k]["ratio"] for k in ("s1_unet", "s1_decode", "s2"))
 
     def act_of(est):  # counted activations per sample without the saved weights, GiB
         return est["activation_gb_per_sample"] - est["saved_weights_gb_per_sample"]
@@ -184,10 +215,10 @@ def calibrate(resolutions=(64, 128), frames: int = 4, full_frames: int = 24, ful
     base = act_of(E.estimate(768, 1, 1, phd=False))
     rows = [("stage 1, PhD full decode", 1, 1, True, None, 4), ("stage 1, PhD on 48² latent crop", 1, 1, True, 48, 4),
             ("stage 2", 2, full_frames, False, None, 4), ("stage 2", 2, full_frames, False, None, 1)]
-    out("\n768² per GPU, GiB (ESTIMATE: counted at full size, activations scaled by the measured ratio)")
+    out("\n768² per GPU, GiB (ESTIMATE: counted at full size, activations scaled by the measured ratio of slopes)")
     out("| setting | batch | weights+grads+AdamW, frozen | bf16 weight copies | activations counted "
-        "| activations calibrated | total calibrated |")
-    out("|---|---|---|---|---|---|---|")
+        "| activations calibrated | total calibrated | estimate.py's total |")
+    out("|---|---|---|---|---|---|---|---|")
     full_rows, cache = [], {}
     for label, stage, f, phd, crop, batch in rows:
         key = (stage, f, phd, crop)
@@ -199,17 +230,18 @@ def calibrate(resolutions=(64, 128), frames: int = 4, full_frames: int = 24, ful
         states = est["trainable_params"] * 16 / GIB + est["frozen_params"] * 2 / GIB
         copies = est["trainable_params"] * 2 / GIB  # autocast's cached casts of the fp32 trainable weights
         total = states + copies + cal * batch
+        uncal = E.report(est, batch, 312.0, 0.35, 8)["memory_gb_total_est"]
         full_rows.append({"setting": label, "frames": f, "batch": batch, "states_gb": states, "copies_gb": copies,
                           "activations_counted_gb": act * batch, "activations_calibrated_gb": cal * batch,
-                          "total_gb": total})
+                          "total_gb": total, "estimate_total_gb": uncal})
         out(f"| {label}{f', {f} frames' if f > 1 else ''} | {batch} | {states:.1f} | {copies:.1f} | {act * batch:.1f} "
-            f"| {cal * batch:.1f} | {total:.1f} |")
-    return {"small": res, "ratios": per_size, "used": ratio, "full": full_rows}
+            f"| {cal * batch:.1f} | {total:.1f} | {uncal} |")
+    return {"small": res, "fits": fits, "full": full_rows}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 128], help="small measured sizes (pixels)")
+    ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 128, 192], help="small measured sizes (pixels)")
     ap.add_argument("--frames", type=int, default=4, help="stage-2 frames in the small measured run")
     ap.add_argument("--full-frames", type=int, default=24, help="stage-2 frames of the 768² rows")
     ap.add_argument("--small-only", action="store_true", help="skip the full-size counts")
