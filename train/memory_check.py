@@ -64,11 +64,18 @@ SMALL_VAE = {"block_out_channels": [16, 32, 64, 64], "layers_per_block": 2, "lat
 GIB = 2 ** 30
 
 
-def small_networks(seed: int = 0, unet=None, vae=None):
+SMALL = {"unet": SMALL_UNET, "pose": SMALL_POSE, "vae": SMALL_VAE}
+FULL = {"unet": {}, "pose": {}, "vae": E.FULL_VAE_KWARGS}  # the full-size networks (for a GPU)
+
+
+def small_networks(seed: int = 0, layout: dict | None = None):
+    """(reference UNet, denoiser, PoseEncoder, VAE) of `layout` (overrides of the full-size configs;
+    default SMALL) on the current default device, seeded."""
     from echomimic_core.models import SD_IMAGE_VARIATIONS_UNET_CONFIG
 
+    lay = layout or SMALL
     torch.manual_seed(seed)
-    return E.build_networks({**SD_IMAGE_VARIATIONS_UNET_CONFIG, **(unet or SMALL_UNET)}, SMALL_POSE, vae or SMALL_VAE)
+    return E.build_networks({**SD_IMAGE_VARIATIONS_UNET_CONFIG, **lay["unet"]}, lay["pose"], lay["vae"])
 
 
 def _peak_of(prof) -> int:
@@ -87,20 +94,22 @@ def _live_at(prof, t_ns: int) -> int:
 
 
 def measure(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop=None, amp: bool = True,
-            nets=None, seed: int = 0) -> dict:
-    """Peak and saved bytes of one real step of the small networks (module docstring); bf16 autocast if `amp`."""
+            nets=None, seed: int = 0, device: str = "cpu") -> dict:
+    """Peak and saved bytes of one real step of the small networks (module docstring); bf16 autocast if
+    `amp`. On a CUDA device the peak is `torch.cuda.max_memory_allocated()` above the step's start."""
     from torch.profiler import ProfilerActivity, profile
 
+    dev = torch.device(device)
     ref, den, pose, vae = nets or small_networks(seed)
     net = E.train_net(ref, den, pose, vae, stage, grad_ckpt=True)
-    if amp:  # 16-bit weights: the ops see what autocast would cast them to, without the copies (see above)
-        for m in (net, vae):
-            torch.nn.Module.to(m, torch.bfloat16)  # (diffusers' .to warns about fp32-kept modules; there are none)
+    for m in (net, vae):  # bf16: the ops see what autocast would cast them to, without the copies (see above)
+        torch.nn.Module.to(m, dev, torch.bfloat16 if amp else torch.float32)  # (diffusers' .to warns needlessly)
     trainable = [p for p in net.parameters() if p.requires_grad]
     for p in trainable:  # gradients belong to the exact weights/grads/AdamW count, not to activations
         p.grad = torch.zeros_like(p)
     torch.manual_seed(seed + 1)
-    inputs = E.step_inputs(resolution, frames)
+    with dev:
+        inputs = E.step_inputs(resolution, frames)
     before = {t.untyped_storage().data_ptr() for t in [*net.parameters(), *vae.parameters(), *inputs.values()]
               if isinstance(t, torch.Tensor)}  # the baseline: not counted as saved either
     saved: dict[int, int] = {}
@@ -112,32 +121,40 @@ def measure(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop
         return t
 
     marks = {}
-    amp_ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    cuda = dev.type == "cuda"
+    amp_ctx = torch.autocast(dev.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    prof_ctx = contextlib.nullcontext() if cuda else profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    if cuda:
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+    mark = (lambda: torch.cuda.memory_allocated(dev) - base) if cuda else time.time_ns
     t0 = time.perf_counter()
-    with amp_ctx:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof, \
-                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            E.training_step(net, vae, inputs, phd, phd_latent_crop,
-                            before_backward=lambda: marks.setdefault("fwd", time.time_ns()))
-    sec = time.perf_counter() - t0
-    return {"peak_bytes": _peak_of(prof), "forward_end_bytes": _live_at(prof, marks["fwd"]),
-            "saved_bytes": sum(saved.values()), "grad_bytes": sum(p.numel() * p.element_size() for p in trainable),
-            "seconds": round(sec, 2)}
+    with amp_ctx, prof_ctx as prof, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        E.training_step(net, vae, inputs, phd, phd_latent_crop, before_backward=lambda: marks.setdefault("fwd", mark()))
+    if cuda:
+        torch.cuda.synchronize(dev)
+        peak, fwd = torch.cuda.max_memory_allocated(dev) - base, marks["fwd"]
+    else:
+        peak, fwd = _peak_of(prof), _live_at(prof, marks["fwd"])
+    return {"peak_bytes": peak, "forward_end_bytes": fwd, "saved_bytes": sum(saved.values()),
+            "grad_bytes": sum(p.numel() * p.element_size() for p in trainable), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def counted(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop=None, bytes_per_element=2,
-            unet=None, vae=None) -> dict:
-    """estimate.py's count (meta device) of the same small configuration."""
+            layout=None) -> dict:
+    """estimate.py's count (meta device) of the same configuration."""
     with torch.device("meta"):
-        ref, den, pose, v = small_networks(unet=unet, vae=vae)
+        ref, den, pose, v = small_networks(layout=layout)
     return E.count_step(ref, den, pose, v, resolution, frames, stage, phd, True, phd_latent_crop, bytes_per_element)
 
 
-def compare(resolution: int, frames: int, stage: int, phd: bool, amp: bool = True, unet=None, vae=None) -> dict:
+def compare(resolution: int, frames: int, stage: int, phd: bool, amp: bool = True, layout=None,
+            device: str = "cpu") -> dict:
     """Measured vs counted for one small case. `ratio` = peak / the count without the saved weights
     (the measured peak excludes the weights' storage: it is in the baseline)."""
-    m = measure(resolution, frames, stage, phd, amp=amp, nets=small_networks(unet=unet, vae=vae))
-    c = counted(resolution, frames, stage, phd, bytes_per_element=2 if amp else 4, unet=unet, vae=vae)
+    m = measure(resolution, frames, stage, phd, amp=amp, nets=small_networks(layout=layout), device=device)
+    c = counted(resolution, frames, stage, phd, bytes_per_element=2 if amp else 4, layout=layout)
     act = c["saved_bytes"] - c["saved_param_bytes"]
     return {**m, "counted_bytes": c["saved_bytes"], "counted_activation_bytes": act, "ratio": m["peak_bytes"] / act}
 
@@ -178,26 +195,29 @@ def _fits(res: dict, sizes) -> dict:
 
 
 def calibrate(resolutions=(64, 128, 192), frames: int = 4, full_frames: int = 24, full: bool = True,
-              out=print) -> dict:
+              out=print, layout=None, device: str = "cpu") -> dict:
     """The small-case table (each size, both precisions), the per-pixel fits and, with `full`, the 768²
     per-GPU figures with the counted activations scaled by the ratio of the per-pixel slopes (bf16):
     at 768² the parts of the count and of the peak that do not grow with the image (audio tokens,
-    weight-gradient transients) are negligible, at 64-192 px they are not."""
+    weight-gradient transients) are negligible, at 64-192 px they are not. One size: the table only."""
     cases = {"s1_phd": (1, 1, True), "s1_nophd": (1, 1, False), "s2": (2, frames, False)}
     res: dict = {}
-    out(f"measured on CPU, batch 1, SD layout with UNet {SMALL_UNET['block_out_channels']} x 2 layers, "
-        f"VAE {SMALL_VAE['block_out_channels']}, gradient checkpointing on; MiB")
+    lay = layout or SMALL
+    out(f"measured on {device}, batch 1, SD layout with UNet {lay['unet'].get('block_out_channels', 'full size')}"
+        f", VAE {lay['vae']['block_out_channels']}, gradient checkpointing on; MiB")
     out("| size | case | precision | counted | counted w/o weights | saved (distinct, measured) | peak (measured) "
         "| at end of forward | peak / counted w/o weights | s |")
     out("|---|---|---|---|---|---|---|---|---|---|")
     for size in resolutions:
         for amp in (True, False):
             for name, (stage, f, phd) in cases.items():
-                r = res.setdefault((size, amp), {})[name] = compare(size, f, stage, phd, amp)
+                r = res.setdefault((size, amp), {})[name] = compare(size, f, stage, phd, amp, layout, device)
                 label = f"stage {stage}, {f} frame{'s' if f > 1 else ''}, PhD {'on' if phd else 'off'}"
                 out(f"| {size}² | {label} | {'bf16' if amp else 'fp32'} | {_mib(r['counted_bytes'])} "
                     f"| {_mib(r['counted_activation_bytes'])} | {_mib(r['saved_bytes'])} | {_mib(r['peak_bytes'])} "
                     f"| {_mib(r['forward_end_bytes'])} | {r['ratio']:.2f} | {r['seconds']} |")
+    if len(resolutions) < 2:
+        return {"small": res}
     fits = _fits(res, resolutions)
     out("\nper-pixel fits over the sizes (bf16): bytes per image pixel, and the constant")
     out("| part | peak: B/px, const MiB, worst residual | count: B/px, const MiB, worst residual | ratio of slopes |")
@@ -245,8 +265,12 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=4, help="stage-2 frames in the small measured run")
     ap.add_argument("--full-frames", type=int, default=24, help="stage-2 frames of the 768² rows")
     ap.add_argument("--small-only", action="store_true", help="skip the full-size counts")
+    ap.add_argument("--device", default="cpu", help="cuda: measure with torch.cuda.max_memory_allocated")
+    ap.add_argument("--full-width", action="store_true",
+                    help="the full-size networks instead of the narrow ones (a GPU; e.g. --resolutions 768)")
     a = ap.parse_args(argv)
-    calibrate(a.resolutions, a.frames, a.full_frames, full=not a.small_only)
+    calibrate(a.resolutions, a.frames, a.full_frames, full=not a.small_only, layout=FULL if a.full_width else None,
+              device=a.device)
     return 0
 
 
