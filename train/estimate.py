@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mfu", type=float, default=0.35)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--calibrate", action="store_true",
-                    help="measure a small step on the CPU and print the calibrated 768² memory (train/memory_check.py)")
+                    help="measure small steps on the CPU, print the calibrated 768² memory (train/memory_check.py)")
     a = ap.parse_args(argv)
     if a.calibrate:
         from train.memory_check import calibrate

@@ -2,6 +2,8 @@
 
     python train/memory_check.py [--resolutions 64 128 192] [--frames 4] [--full-frames 24] [--small-only]
     python train/estimate.py --calibrate           # the same
+    python train/memory_check.py --device cuda --full-width --resolutions 768 --frames 24 --small-only
+                                                   # on a GPU: the full-size step measured (not run here)
 
 The step is estimate.py's `training_step` (TrainNet forward + backward, gradient checkpointing on, the
 PhD decode on/off as estimate.py models it) on real, randomly initialised networks of the SD layout with
@@ -13,7 +15,7 @@ What is measured, per case (stage 1 with and without the PhD decode, stage 2 wit
   when it started; torch's CPU allocator reports every allocation and free to `torch.profiler` when
   `profile_memory=True`, so this is the running sum of those events (the CPU analogue of
   `torch.cuda.max_memory_allocated() - memory_allocated()` before the step). Weights, their gradients
-  (allocated before the step, as after a first step) are in the baseline, so the peak is what
+  (allocated before the step, as after a first step) and the inputs are in the baseline, so the peak is what
   estimate.py calls activations plus what it leaves out: checkpoint recompute, the backward's transient
   gradients of activations, temporaries. Under mixed precision the weights are cast to bf16 beforehand:
   the ops see the same 16-bit weights as under autocast with fp32 master weights, without autocast's
@@ -21,8 +23,9 @@ What is measured, per case (stage 1 with and without the PhD decode, stage 2 wit
   full size as 2 B × trainable parameters (all alive at the end of the forward, so an upper bound).
 * **saved**: the distinct storages autograd saves for backward, recorded with
   `torch.autograd.graph.saved_tensors_hooks` (the hook estimate.py counts with), deduplicated by storage,
-  without the storages of the parameters and of the step's inputs (the baseline); their real dtype. With non-reentrant checkpointing the
-  tensors saved inside a checkpointed block go to the checkpoint's own hooks, in both counts.
+  without the storages of the parameters and of the step's inputs (the baseline); their real dtype.
+  With non-reentrant checkpointing the tensors saved inside a checkpointed block go to the checkpoint's
+  own hooks, in both counts.
 
 Peak is the figure that decides whether a step fits, so it is compared with counted = estimate.py's
 `count_step` of the same configuration on the meta device (every saved tensor × 2 bytes), less the
@@ -34,13 +37,15 @@ weight gradients) that matter at 64 px and not at 768², so the calibration rati
 slopes, fitted over the measured sizes (default 64, 128, 192 px). The 768² activations are scaled per
 stage: stage 2 by its ratio, stage 1 as (UNet ratio) × (count without PhD) + (decode ratio) × (the rest),
 the decode ratio fitted on the difference of the cases with and without PhD (so the latent-crop row
-scales too). The main thing the count misses is in the backward: the gradients of the activations,
-held along the UNet's skip connections until the down path's backward uses them.
+scales too). What the count misses is in the backward: in stage 2 its peak is ~2x the live bytes at
+the end of the forward, in autograd's gradient buffers (most likely the activations' gradients held
+along the UNet's skip connections until the down path's backward uses them).
 
-Limits: a calibration at 128 px and 1/10 of the width, not a measurement at 768²; CPU autocast is not
+Limits: a calibration at 64-192 px and 1/10 of the width, not a measurement at 768²; CPU autocast is not
 CUDA autocast (norms and attention kernels differ); the CUDA context, cuDNN workspaces and allocator
-fragmentation are not in it. Re-measure on a GPU with `torch.cuda.max_memory_allocated()` after a few
-steps of a real run (see train/README.md, "Memory and time per step").
+fragmentation are not in it. Re-measure on a GPU with `--device cuda` (above) or
+`torch.cuda.max_memory_allocated()` after a few steps of a real run (train/README.md, "Memory and time
+per step").
 """
 
 from __future__ import annotations
@@ -138,7 +143,8 @@ def measure(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop
     else:
         peak, fwd = _peak_of(prof), _live_at(prof, marks["fwd"])
     return {"peak_bytes": peak, "forward_end_bytes": fwd, "saved_bytes": sum(saved.values()),
-            "grad_bytes": sum(p.numel() * p.element_size() for p in trainable), "seconds": round(time.perf_counter() - t0, 2)}
+            "grad_bytes": sum(p.numel() * p.element_size() for p in trainable),
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def counted(resolution: int, frames: int, stage: int, phd: bool, phd_latent_crop=None, bytes_per_element=2,
@@ -224,7 +230,8 @@ def calibrate(resolutions=(64, 128, 192), frames: int = 4, full_frames: int = 24
     out("|---|---|---|---|")
     for key, q in fits.items():
         out(f"| {key} | {q['peak_per_px']:.0f}, {_mib(q['peak_const'])}, {100 * q['peak_fit_err']:.1f} % "
-            f"| {q['count_per_px']:.0f}, {_mib(q['count_const'])}, {100 * q['count_fit_err']:.1f} % | {q['ratio']:.2f} |")
+            f"| {q['count_per_px']:.0f}, {_mib(q['count_const'])}, {100 * q['count_fit_err']:.1f} % "
+            f"| {q['ratio']:.2f} |")
     if not full:
         return {"small": res, "fits": fits}
     r_unet, r_dec, r_s2 = (fits[k]["ratio"] for k in ("s1_unet", "s1_decode", "s2"))
