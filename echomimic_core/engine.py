@@ -104,7 +104,6 @@ class GenerationPlan:
     timesteps: list                         # the scheduler's timesteps (tensor elements)
     schedule: list[list[list[int]]]         # windows per step
     batches: list[list[list[list[int]]]]    # per step: window batches
-    do_cfg: bool                            # any step runs the unconditional branch
     guided: list[bool]                      # per step: this step runs CFG (``guidance_fraction``)
     image: Any
     audio: torch.Tensor                     # [F', tokens, C] CPU
@@ -114,6 +113,11 @@ class GenerationPlan:
     pose_feature_frames: int                # frames 0..n-1 get their pose features encoded once
     notes: list[str]
     step_kwargs: dict
+
+    @property
+    def do_cfg(self) -> bool:
+        """Whether any step runs the unconditional branch."""
+        return any(self.guided)
 
     @property
     def total_units(self) -> int:
@@ -221,11 +225,10 @@ class SamplingEngine:
         base = uniform_windows(n, s.context_frames, s.context_overlap)
         schedule = [shifted_windows(base, i, n) for i in range(len(timesteps))]
         guided = s.guided_steps()
-        do_cfg = any(guided)
         if s.deep_cache_interval > 1 and not self.denoising_unet.supports_deep_features():
             raise InputError("deep cache: this denoiser's outermost level cannot run alone; use interval 1")
         size = len(base[0])
-        per_window = (2 if do_cfg else 1) * size * h8 * w8
+        per_window = (2 if any(guided) else 1) * size * h8 * w8
         batch = s.window_batch_size or self.auto_window_batch(per_window, len(base))
         batches = [[windows[k:k + batch] for k in range(0, len(windows), batch)] for windows in schedule]
         chunk = s.decode_chunk_size or self.auto_decode_chunk(s.width, s.height)
@@ -236,7 +239,7 @@ class SamplingEngine:
         return GenerationPlan(
             settings=s.replace(decode_chunk_size=chunk, window_batch_size=batch, pose_feature_cache_mb=budget),
             num_frames=n, shape=shape, scheduler=scheduler, timesteps=timesteps, schedule=schedule,
-            batches=batches, do_cfg=do_cfg, guided=guided, image=image, audio=audio, poses=pose_source, latents=latents,
+            batches=batches, guided=guided, image=image, audio=audio, poses=pose_source, latents=latents,
             decode_chunk=chunk, pose_feature_frames=pose_frames, notes=notes,
             step_kwargs=step_kwargs(s.scheduler, generator))
 

@@ -14,14 +14,16 @@ from typing import Optional
 
 import torch
 
+from .guidance import WindowAccumulator
+
 __all__ = ["DeepFeatureStore"]
 
 
 class DeepFeatureStore:
     def __init__(self) -> None:
         self.features: Optional[torch.Tensor] = None    # [branches, F, C, h, w]
-        self._sum: Optional[torch.Tensor] = None
-        self._count: Optional[list[int]] = None
+        self._acc: Optional[WindowAccumulator] = None
+        self._num_frames = 0
 
     def ready(self, branches: int) -> bool:
         """Whether a cached step with ``branches`` (2 with CFG: [uncond, cond]) can be served."""
@@ -29,24 +31,22 @@ class DeepFeatureStore:
 
     def begin(self, num_frames: int) -> None:
         self.features = None  # a full step recomputes everything: the old features go before the new ones grow
-        self._sum, self._count = None, [0] * num_frames
+        self._acc, self._num_frames = None, num_frames
 
     def add(self, windows: list[list[int]], features: torch.Tensor, branches: int) -> None:
-        """``features [(branches B f), C, h, w]`` of one call over the B ``windows``."""
-        parts = features.unflatten(0, (branches, len(windows), len(windows[0])))
-        if self._sum is None:
+        """``features [(branches B f), C, h, w]`` of one call over the B ``windows``: summed per frame by the
+        same accumulator as the step's predictions (its ``[branches * B, C, f, h, w]`` layout)."""
+        prediction = features.unflatten(0, (branches * len(windows), len(windows[0]))).transpose(1, 2)
+        if self._acc is None:
+            c, h, w = features.shape[1:]
             # in the compute dtype: at most a few overlapping windows are summed per frame
-            self._sum = features.new_zeros((branches, len(self._count)) + tuple(features.shape[1:]))
-        for j, window in enumerate(windows):
-            idx = torch.tensor(window, dtype=torch.long).to(features.device)
-            self._sum.index_add_(1, idx, parts[:, j])
-            for k in window:
-                self._count[k] += 1
+            self._acc = WindowAccumulator(branches, (1, c, self._num_frames, h, w), device=features.device,
+                                          dtype=features.dtype)
+        self._acc.add_batch(windows, prediction)
 
     def finish(self, dtype: torch.dtype) -> None:
-        count = torch.tensor(self._count, dtype=self._sum.dtype).clamp_(min=1).to(self._sum.device)
-        self.features = self._sum.div_(count.view(1, -1, 1, 1, 1)).to(dtype)
-        self._sum = self._count = None
+        self.features = self._acc.mean_().transpose(1, 2).to(dtype)  # [branches, C, F, h, w] -> per frame first
+        self._acc = None
 
     def gather(self, windows: list[list[int]], branches: int) -> torch.Tensor:
         """The stored features of ``windows`` as one call's ``[(branches B f), C, h, w]`` (the last
