@@ -20,8 +20,8 @@ from .errors import InputError
 from .sampling.context import check_context
 from .sampling.scheduler import PRESETS, check_scheduler_name, get_preset
 
-__all__ = ["GenerationSettings", "settings_from_kwargs", "FAST_OPTIONS", "FAST_SAMPLER", "check_size", "check_positive", "video_length", "MAX_SIZE", "MAX_STEPS",
-           "MAX_FPS", "MAX_SEED"]
+__all__ = ["GenerationSettings", "settings_from_kwargs", "FAST_OPTIONS", "FAST_SAMPLER", "check_size",
+           "check_positive", "video_length", "MAX_SIZE", "MAX_STEPS", "MAX_FPS", "MAX_SEED"]
 
 #: sane upper bounds (a typo such as 76800 fails at once instead of after minutes of allocation)
 MAX_SIZE = 4096
@@ -146,7 +146,8 @@ class GenerationSettings:
         names = {"steps": "steps", "guidance_scale": "guidance scale", "seed": "seed", "fps": "fps",
                  "num_frames": "number of frames", "context_frames": "context frames",
                  "context_overlap": "context overlap", "decode_chunk_size": "decode chunk size",
-                 "window_batch_size": "window batch size",
+                 "window_batch_size": "window batch size", "guidance_fraction": "guidance fraction",
+                 "deep_cache_interval": "deep cache interval",
                  **(labels or {})}
         width, height = check_size(self.width, self.height)
         preset = get_preset(self.preset) if self.preset is not None else PRESETS.get(variant, PRESETS["normal"])
@@ -186,10 +187,11 @@ class GenerationSettings:
         try:
             fraction = float(self.guidance_fraction)
         except (TypeError, ValueError):
-            raise InputError(f"guidance fraction must be a number (got {self.guidance_fraction!r})") from None
+            raise InputError(f"{names['guidance_fraction']} must be a number "
+                             f"(got {self.guidance_fraction!r})") from None
         if not (math.isfinite(fraction) and 0 < fraction <= 1):
-            raise InputError(f"guidance fraction must be in (0, 1] (got {self.guidance_fraction})")
-        interval = check_positive("deep cache interval", self.deep_cache_interval, MAX_STEPS)
+            raise InputError(f"{names['guidance_fraction']} must be in (0, 1] (got {self.guidance_fraction})")
+        interval = check_positive(names["deep_cache_interval"], self.deep_cache_interval, MAX_STEPS)
         for name in ("pose_cache_mb", "pose_feature_cache_mb"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):

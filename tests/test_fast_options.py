@@ -134,3 +134,12 @@ def test_cli_flags_reach_the_settings():
     fast = generate.settings_from_args(parser.parse_args(base))
     assert (fast.context_schedule, fast.deep_cache_interval) == ("no_overlap", 2)
     assert generate.settings_from_args(parser.parse_args(base + ["--deep-cache", "1"])).deep_cache_interval == 1
+
+
+def test_cli_labels_name_the_flags():
+    from echomimic_core.commands.generate import FLAG_LABELS
+
+    with pytest.raises(InputError, match="--cfg-fraction"):
+        GenerationSettings(guidance_fraction=2.0).checked(labels=FLAG_LABELS)
+    with pytest.raises(InputError, match="--deep-cache"):
+        GenerationSettings(deep_cache_interval=0).checked(labels=FLAG_LABELS)

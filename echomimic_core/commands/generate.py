@@ -12,7 +12,8 @@ HELP = "animate a reference image with speech audio and a hand-pose sequence int
 #: GenerationSettings field -> the flag that sets it (error messages name the flag)
 FLAG_LABELS = {"steps": "--steps", "guidance_scale": "--cfg", "seed": "--seed", "fps": "--fps",
                "context_frames": "--context-frames", "context_overlap": "--context-overlap",
-               "decode_chunk_size": "--decode-chunk", "window_batch_size": "--window-batch"}
+               "decode_chunk_size": "--decode-chunk", "window_batch_size": "--window-batch",
+               "guidance_fraction": "--cfg-fraction", "deep_cache_interval": "--deep-cache"}
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
