@@ -239,8 +239,11 @@ def make_model_source(model_dir: str | Path, random_init: bool, steps: int | Non
     reference image, its ``audio.wav`` (whisper from the model folder) and its hand poses (``pose/``).
     ``random_init``: the same folder with the reference UNet, denoiser and pose encoder re-initialised
     at random (the VAE and whisper stay as loaded) - the untrained baseline. ``overrides``: more
-    :class:`~echomimic_core.settings.GenerationSettings` fields (the fast options of a variant row)."""
+    :class:`~echomimic_core.settings.GenerationSettings` fields (the fast options of a variant row), plus
+    ``dtype`` (``bfloat16``, ``float16``; the weights' dtype, as ``generate --dtype``)."""
     import torch
+
+    from echomimic_core.render import resolve_device
 
     from echomimic_core.audio import encode_audio, load_audio_encoder
     from echomimic_core.checkpoints import load_models
@@ -249,7 +252,9 @@ def make_model_source(model_dir: str | Path, random_init: bool, steps: int | Non
 
     if threads:
         torch.set_num_threads(threads)
-    models = load_models(model_dir, dtype=torch.float32, device="cpu")
+    overrides = dict(overrides or {})
+    _, dtype = resolve_device("cpu", overrides.pop("dtype", None))
+    models = load_models(model_dir, dtype=dtype, device="cpu")
     if random_init:
         for k, net in enumerate((models.reference_unet, models.denoising_unet, models.pose_encoder)):
             reinitialise(net, seed + 1000 * (k + 1))
@@ -264,8 +269,8 @@ def make_model_source(model_dir: str | Path, random_init: bool, steps: int | Non
             kwargs = dict(width=clip.width, height=clip.height, num_frames=clip.num_frames, steps=steps,
                           guidance_scale=guidance_scale, seed=seed, context_frames=context_frames,
                           context_overlap=context_overlap)
-            res = pipe.generate(ref, feats, poses, **{**kwargs, **(overrides or {})})
-        return (res.frames.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            res = pipe.generate(ref, feats, poses, **{**kwargs, **overrides})
+        return (res.frames.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
 
     return run
 
@@ -333,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the table as JSON here")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=FIELD:VALUE[,FIELD:VALUE]",
                     help="another row of the trained model with GenerationSettings overrides, e.g. "
-                         "'deep cache 2=deep_cache_interval:2' (repeatable)")
+                         "'deep cache 2=deep_cache_interval:2', 'bf16=dtype:bfloat16' (repeatable)")
     ap.add_argument("--no-random", action="store_true", help="skip the random-init row")
     args = ap.parse_args(argv)
     sources = {"ground truth": source_ground_truth, "static reference (floor)": source_static}

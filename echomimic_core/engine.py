@@ -18,14 +18,13 @@ loop waits for the device.
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 
 from .errors import InputError, Interrupted, NumericalError
+from .generation import Conditioning, GenerationPlan, GenerationResult, Progress
 from .heap import HeapTrimmer
 from .inputs import fit_reference_image, normalize_audio_features, preprocess_reference
 from .pose_source import PoseSource
@@ -33,6 +32,7 @@ from .profile import Profiler, maybe_phase
 from .models.unet_common import DeepFeatures
 from .sampling import WindowAccumulator, apply_guidance, initial_latents, make_scheduler, shifted_windows
 from .sampling.deep_cache import DeepFeatureStore
+from .sampling.frame_heads import FrameHeadShare, frames_repeat
 from .sampling.context import uniform_windows
 from .sampling.guidance import mask_conditions
 from .sampling.scheduler import step_kwargs
@@ -53,86 +53,6 @@ TRIM_EVERY_BATCHES = 1
 TRIM_EVERY_FRAMES = 16
 #: CPU: pose-feature cache budget (MiB) when none is given
 CPU_POSE_FEATURE_MB = 64.0
-
-
-@dataclass(frozen=True)
-class Progress:
-    """One progress report. ``done``/``total`` count units of work over the whole run (every window of
-    every step, then every decoded chunk) so a single bar can show it."""
-
-    phase: str          # "denoise" or "decode"
-    step: int           # 0-based denoising step (steps when decoding)
-    num_steps: int
-    window: int         # windows of this step done so far, or decoded frames so far
-    num_windows: int    # windows per step, or frames to decode
-    done: int
-    total: int
-    timestep: int | None = None
-
-
-@dataclass
-class GenerationResult:
-    """What :meth:`EchoMimicPipeline.generate` returns.
-
-    ``latents`` [1, 4, F, h, w] are the final latents (before ``1/0.18215``), float32 on CPU.
-    ``frames`` is ``None`` when the frames were streamed to ``on_frames`` (or ``decode=False``); otherwise a
-    float32 CPU tensor [F, 3, H, W] in [0, 1]. ``unet_calls`` lists the batch size of every denoiser call.
-    """
-
-    latents: torch.Tensor
-    frames: Optional[torch.Tensor]
-    num_frames: int
-    timesteps: list
-    windows_per_step: list[list[list[int]]]
-    guidance_scale: float
-    seed: int
-    width: int
-    height: int
-    unet_calls: list[int] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    settings: Optional[GenerationSettings] = None
-
-
-@dataclass
-class GenerationPlan:
-    """Everything decided before heavy work (see :meth:`SamplingEngine.plan`)."""
-
-    settings: GenerationSettings
-    num_frames: int
-    shape: tuple[int, ...]                  # latent shape [1, C, F, h, w]
-    scheduler: Any
-    timesteps: list                         # the scheduler's timesteps (tensor elements)
-    schedule: list[list[list[int]]]         # windows per step
-    batches: list[list[list[list[int]]]]    # per step: window batches
-    guided: list[bool]                      # per step: this step runs CFG (``guidance_fraction``)
-    image: Any
-    audio: torch.Tensor                     # [F', tokens, C] CPU
-    poses: PoseSource
-    latents: torch.Tensor                   # initial latents, float32 on the device
-    decode_chunk: int
-    pose_feature_frames: int                # frames 0..n-1 get their pose features encoded once
-    notes: list[str]
-    step_kwargs: dict
-
-    @property
-    def do_cfg(self) -> bool:
-        """Whether any step runs the unconditional branch."""
-        return any(self.guided)
-
-    @property
-    def total_units(self) -> int:
-        return sum(len(w) for w in self.schedule) + math.ceil(self.num_frames / self.decode_chunk)
-
-
-@dataclass
-class Conditioning:
-    """Step-independent inputs of the denoiser for one generation (see :meth:`SamplingEngine.prepare`)."""
-
-    bank: Any
-    audio: torch.Tensor                     # [F, tokens, C] on the device, compute dtype
-    pose_features: Optional[torch.Tensor]   # [1, C0, n, h, w] of frames 0..n-1, or None
-    cache: Optional[dict]
-    deep: Optional[DeepFeatureStore] = None  # DeepCache (``deep_cache_interval`` > 1)
 
 
 def _timestep_value(t) -> int | float:
@@ -296,36 +216,49 @@ class SamplingEngine:
     @torch.no_grad()
     def denoise_batch(self, plan: GenerationPlan, cond: Conditioning, timestep, model_input: torch.Tensor,
                       windows: list[list[int]], profiler: Profiler | None = None, guided: bool | None = None,
-                      deep: DeepFeatures | None = None) -> torch.Tensor:
+                      deep: DeepFeatures | None = None, heads: FrameHeadShare | None = None) -> torch.Tensor:
         """One denoiser call over B windows of ``model_input`` ``[1, C, F, h, w]`` -> v-prediction
         ``[branches * B, C, f, h, w]``, ordered ``[uncond w1..wB, cond w1..wB]`` with CFG (``guided``, default
-        ``plan.do_cfg``); ``deep``: DeepCache hand-off of this call."""
+        ``plan.do_cfg``); ``deep``: DeepCache hand-off of this call; ``heads``: the step's shared frame heads."""
         guided = plan.do_cfg if guided is None else guided
+        # with shared heads the pose features are already inside them (only conv_in reads them)
+        x, kwargs = self._call_inputs(plan, cond, model_input, windows, guided, profiler, poses=heads is None)
+        if deep is not None:
+            kwargs["deep_features"] = deep
+        if heads is not None:
+            def compute(frames: list[int]):
+                sample, conditioning = self._call_inputs(plan, cond, model_input, [frames], guided, profiler)
+                return self.denoising_unet.frame_head(sample, timestep, **conditioning)
+
+            kwargs["frame_head"] = heads.heads(windows, 2 if guided else 1, compute)
+        return self._denoiser_call(x, timestep, kwargs)
+
+    def _call_inputs(self, plan: GenerationPlan, cond: Conditioning, model_input: torch.Tensor,
+                     windows: list[list[int]], guided: bool, profiler: Profiler | None,
+                     poses: bool = True) -> tuple[torch.Tensor, dict]:
+        """``(sample [branches * B, C, f, h, w], keywords)`` of a denoiser call over ``windows``: audio, pose
+        features (None unless ``poses``), reference bank and mask, the null-audio rows and the attention cache."""
         B, f = len(windows), len(windows[0])
         idx = torch.tensor([k for w in windows for k in w], dtype=torch.long).to(self.device)
         x = model_input.index_select(2, idx).unflatten(2, (B, f))[0].transpose(0, 1).to(self.dtype)
         a = cond.audio.index_select(0, idx).unflatten(0, (B, f))          # [B, f, tokens, C]
-        p = self._pose_features(plan, cond, windows, profiler)
-        null_rows = None
+        p = self._pose_features(plan, cond, windows, profiler) if poses else None
+        kwargs = {}
         if guided:
             keep = [False] * B + [True] * B
             x = torch.cat([x, x])
-            a, p, mask = mask_conditions(torch.cat([a, a]), torch.cat([p, p]), keep)
+            a, p, mask = mask_conditions(torch.cat([a, a]), None if p is None else torch.cat([p, p]), keep)
             if plan.settings.skip_uncond_audio:
-                null_rows = [not k for k in keep]
+                kwargs["audio_null_rows"] = [not k for k in keep]
         else:
             mask = (True,) * B
-        return self._denoiser_call(x, timestep, a, p, cond.bank, mask, null_rows, cond.cache, deep)
-
-    def _denoiser_call(self, sample, timestep, audio, pose_features, bank, mask, null_rows, cache, deep=None):
-        kwargs = dict(audio=audio, pose_features=pose_features, reference_bank=bank, reference_mask=mask,
+        if cond.cache is not None:
+            kwargs["attention_cache"] = cond.cache
+        kwargs.update(audio=a, pose_features=p, reference_bank=cond.bank, reference_mask=mask,
                       reference_dtype=self.bank_dtype)
-        if deep is not None:
-            kwargs["deep_features"] = deep
-        if null_rows is not None:
-            kwargs["audio_null_rows"] = null_rows
-        if cache is not None:
-            kwargs["attention_cache"] = cache
+        return x, kwargs
+
+    def _denoiser_call(self, sample: torch.Tensor, timestep, kwargs: dict) -> torch.Tensor:
         net = self._compiled_denoiser() if self._compile else None
         if net is not None:
             try:
@@ -367,10 +300,12 @@ class SamplingEngine:
         acc = WindowAccumulator(branches, plan.shape, device=self.device, dtype=torch.float32,
                                 windows=plan.schedule[i])
         trim = HeapTrimmer(TRIM_EVERY_BATCHES, enabled=self.device.type == "cpu")
+        share = plan.settings.share_frame_heads and hasattr(self.denoising_unet, "frame_head")
+        heads = FrameHeadShare(plan.batches[i]) if share and frames_repeat(plan.schedule[i]) else None
         for windows in plan.batches[i]:
             _check_cancel(cancel)
             deep = None if store is None else DeepFeatures(reuse=None if full else store.gather(windows, branches))
-            pred = self.denoise_batch(plan, cond, t_dev, model_input, windows, profiler, guided, deep)
+            pred = self.denoise_batch(plan, cond, t_dev, model_input, windows, profiler, guided, deep, heads)
             if deep is not None and full:
                 store.add(windows, deep.features, branches)
             del deep

@@ -93,7 +93,9 @@ class GenerationSettings:
     Exact speed options (same prediction as the plain path within float rounding; on by default):
     ``window_batch_size`` (context windows per denoiser call), ``pose_feature_cache_mb`` (pose features encoded
     once per frame, up to this budget), ``cache_reference_kv`` (reference key/value projections once per layer),
-    ``skip_uncond_audio`` (the zero-audio cross-attention of the CFG unconditional half is a constant).
+    ``skip_uncond_audio`` (the zero-audio cross-attention of the CFG unconditional half is a constant),
+    ``share_frame_heads`` (the per-frame part of the denoiser before its first motion module computed once per
+    frame and step, not once per overlapping window).
     ``compile`` wraps the denoiser in ``torch.compile`` (off; falls back to eager on any compile error).
 
     Fast options (change the output; off by default, cost measured in the README): ``context_schedule
@@ -123,6 +125,7 @@ class GenerationSettings:
     pose_feature_cache_mb: Optional[float] = None
     cache_reference_kv: bool = True
     skip_uncond_audio: bool = True
+    share_frame_heads: bool = True
     compile: bool = False
     guidance_fraction: float = 1.0
     deep_cache_interval: int = 1
@@ -201,6 +204,7 @@ class GenerationSettings:
             scheduler=check_scheduler_name(self.scheduler), context_frames=frames, context_overlap=overlap,
             fps=fps, decode_chunk_size=chunk, window_batch_size=batch,
             cache_reference_kv=bool(self.cache_reference_kv), skip_uncond_audio=bool(self.skip_uncond_audio),
+            share_frame_heads=bool(self.share_frame_heads),
             compile=bool(self.compile), guidance_fraction=fraction, deep_cache_interval=interval)
 
 

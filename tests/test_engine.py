@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from echomimic_core.errors import InputError
+from echomimic_core.models import FrameHead
+from echomimic_core.sampling.frame_heads import FrameHeadShare, frames_repeat
 from echomimic_core.settings import GenerationSettings, video_length
 from support.engine import fixture_inputs, fixture_pipeline
 
@@ -18,7 +20,8 @@ checkpoints = pytest.importorskip("echomimic_core.checkpoints")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOL = 1e-5
-PLAIN = dict(window_batch_size=1, pose_feature_cache_mb=0.0, cache_reference_kv=False, skip_uncond_audio=False)
+PLAIN = dict(window_batch_size=1, pose_feature_cache_mb=0.0, cache_reference_kv=False, skip_uncond_audio=False,
+             share_frame_heads=False)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +68,10 @@ def plain(pipe, inputs):
     ("pose features partly cached", dict(pose_feature_cache_mb=0.05)),
     ("reference K/V cached", dict(cache_reference_kv=True)),
     ("uncond audio skipped", dict(skip_uncond_audio=True)),
+    ("frame heads shared", dict(share_frame_heads=True)),
+    ("frame heads shared, windows batched", dict(share_frame_heads=True, window_batch_size=2)),
     ("all exact speed-ups (defaults)", dict(window_batch_size=None, pose_feature_cache_mb=None,
-                                            cache_reference_kv=True, skip_uncond_audio=True)),
+                                            cache_reference_kv=True, skip_uncond_audio=True, share_frame_heads=True)),
 ])
 def test_exact_speedup_equals_plain_path(pipe, inputs, plain, name, speedup):
     plan0, ref = plain
@@ -75,9 +80,30 @@ def test_exact_speedup_equals_plain_path(pipe, inputs, plain, name, speedup):
         assert 0 < plan.pose_feature_frames < plan.num_frames
     if "batching" in name:
         assert max(len(b) for b in plan.batches[0]) == 3 and plan0.batches[0] != plan.batches[0]
+    if "heads" in name:
+        assert frames_repeat(plan.schedule[0])  # the fixture's windows overlap: heads are really shared
     errors = [_maxdiff(a, b) for a, b in zip(ref, got)]
     print(f"{name}: max abs prediction error per step {errors}")
     assert max(errors) <= TOL
+
+
+def test_frame_head_share_computes_each_frame_once_and_keeps_only_shared_ones():
+    windows = [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 0, 1]]
+    batches = [[windows[0]], [windows[1], windows[2]]]
+    share, computed = FrameHeadShare(batches), []
+
+    def compute(frames):  # rows (branch, frame): value = 100 * branch + frame
+        computed.extend(frames)
+        rows = torch.tensor([100.0 * r + k for r in range(2) for k in frames]).view(-1, 1, 1, 1)
+        return FrameHead(inputs=rows, hidden=-rows)
+
+    for batch in batches:
+        head = share.heads(batch, 2, compute)
+        want = torch.tensor([100.0 * r + k for r in range(2) for w in batch for k in w])
+        assert torch.equal(head.inputs.flatten(), want) and torch.equal(head.hidden.flatten(), -want)
+        kept = set(share._kept)
+        assert kept <= {0, 1, 3}  # only frames a later batch needs again
+    assert sorted(computed) == list(range(8)) and not share._kept
 
 
 def test_null_audio_constant_is_the_attention_output():

@@ -34,7 +34,8 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: 64 on CPU, 10%% of free GPU memory)")
     g.add_argument("--plain", action="store_true",
                    help="turn the exact speed-ups off (one window per call, no pose-feature / reference key-value "
-                        "caches, uncond audio attention computed): the official computation order, for comparison")
+                        "caches, uncond audio attention computed, per-frame heads once per window): the official "
+                        "computation order, for comparison")
     g.add_argument("--compile", action="store_true", help="torch.compile the denoiser (falls back to eager on failure)")
     g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim",
                    help="sampler (default ddim = official); the others are built from the same noise schedule and "
@@ -130,7 +131,8 @@ def settings_from_args(args: argparse.Namespace, **defaults):
         fps=24.0 if pick("fps") is None else pick("fps"), decode_chunk_size=getattr(args, "decode_chunk", None),
         window_batch_size=1 if plain else getattr(args, "window_batch", None),
         pose_feature_cache_mb=0.0 if plain else getattr(args, "pose_feature_cache_mb", None),
-        cache_reference_kv=not plain, skip_uncond_audio=not plain, compile=bool(getattr(args, "compile", False)),
+        cache_reference_kv=not plain, skip_uncond_audio=not plain, share_frame_heads=not plain,
+        compile=bool(getattr(args, "compile", False)),
         guidance_fraction=1.0 if getattr(args, "cfg_fraction", None) is None else args.cfg_fraction,
         deep_cache_interval=deep)
 

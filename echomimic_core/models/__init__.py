@@ -41,6 +41,7 @@ _EXPORTS = {
     "reference_pairing": "denoising_unet",
     "split_motion_state_dict": "denoising_unet",
     "DeepFeatures": "unet_common",
+    "FrameHead": "unet_common",
     "MotionModules": "motion_module",
     "VanillaTemporalModule": "motion_module",
     "PoseEncoder": "pose_encoder",

@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, InputError
 from .attention import (AudioCrossAttnProcessor, EchoAttentionContext, ReferenceBank, ReferenceReadProcessor)
 from .configs import AUDIO_FEATURE_RATIO
-from .unet_common import DeepFeatures, EchoUNetMixin, as_per_level
+from .unet_common import DeepFeatures, EchoUNetMixin, FrameHead, as_per_level
 
 __all__ = ["DenoisingUNet3DModel", "DenoisingUNetOutput", "MOTION_MODULE_KEY", "is_motion_module_key",
            "is_audio_attention_key",
@@ -179,7 +179,8 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                 reference_dtype: Optional[torch.dtype] = torch.float16, audio_enabled: bool = True,
                 audio_region_mask: Optional[torch.Tensor] = None, region_mask_mode: str = "nearest",
                 audio_null_rows: Optional[Sequence[bool]] = None, attention_cache: Optional[dict] = None,
-                deep_features: Optional[DeepFeatures] = None, return_dict: bool = True) -> Union[DenoisingUNetOutput, Tuple[torch.Tensor]]:
+                deep_features: Optional[DeepFeatures] = None, frame_head: Optional[FrameHead] = None,
+                return_dict: bool = True) -> Union[DenoisingUNetOutput, Tuple[torch.Tensor]]:
         """Predict ``v`` for a window of latents.
 
         Args:
@@ -206,18 +207,39 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                 constants are computed once per layer and reused (sampling only: weights and bank fixed).
             deep_features: a :class:`DeepFeatures` (DeepCache): filled by a full pass, or a shallow pass that
                 reuses its ``reuse`` tensor (sampling only; changes the output).
+            frame_head: this call's :class:`FrameHead`, computed beforehand with :meth:`frame_head` (frames
+                shared by several windows are computed once); ``pose_features`` are then not used again.
             A ``reference_mask`` given as a Python sequence of bools is split on the host (no device sync).
         Returns:
             :class:`DenoisingUNetOutput` with ``sample [b, C_out, f, h, w]``, or a 1-tuple.
         """
-        if sample.ndim != 5:
-            raise InputError(f"sample must be [b, c, f, h, w], got shape {tuple(sample.shape)}")
+        emb, tokens, ctx = self._conditioning(sample, timestep, audio, pose_features, reference_bank, reference_mask,
+                                              reference_dtype, audio_enabled, audio_region_mask, region_mask_mode,
+                                              audio_null_rows, attention_cache)
+        b, _, f, h, w = sample.shape
+        if frame_head is None:
+            frame_head = self._head(sample, pose_features, emb, tokens, ctx)
+        elif frame_head.inputs.shape[0] != b * f or frame_head.hidden.shape[0] != b * f:
+            raise InputError(f"frame_head holds {frame_head.inputs.shape[0]} frames for a call of {b}x{f}")
+        x = self._run_levels(frame_head.inputs, emb, f, tokens, {"echo_context": ctx}, deep_features,
+                             head=frame_head.hidden)
+        x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
+        out = rearrange(x, "(b f) c h w -> b c f h w", f=f)
+        if not return_dict:
+            return (out,)
+        return DenoisingUNetOutput(sample=out)
+
+    def frame_head(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int], **conditioning) -> FrameHead:
+        """The :class:`FrameHead` of ``sample [b, C_in, f, h, w]`` with ``forward``'s conditioning keywords (audio,
+        pose features, reference bank and mask, ...). The ``f`` frames need not be a window: any set of frames,
+        e.g. the distinct frames of several overlapping windows."""
+        emb, tokens, ctx = self._conditioning(sample, timestep, **conditioning)
+        return self._head(sample, conditioning.get("pose_features"), emb, tokens, ctx)
+
+    def _head(self, sample, pose_features, emb, tokens, ctx) -> FrameHead:
         b, _, f, h, w = sample.shape
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
-        emb = self._time_embedding(timestep, b, sample.device, self.dtype)
-        emb = emb.repeat_interleave(f, dim=0)  # [(b f), T]: the official broadcast over frames
-
         x = self.conv_in(rearrange(sample, "b c f h w -> (b f) c h w"))
         if pose_features is not None:
             if pose_features.ndim != 5 or pose_features.shape[0] != b or pose_features.shape[2] != f \
@@ -225,6 +247,18 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                 raise InputError(f"pose_features must be [b={b}, C, f={f}, h={h}, w={w}], "
                                  f"got {tuple(pose_features.shape)}")
             x = x + rearrange(pose_features, "b c f h w -> (b f) c h w").to(x.dtype)
+        return FrameHead(inputs=x, hidden=self._frame_head(x, emb, tokens, {"echo_context": ctx}))
+
+    def _conditioning(self, sample, timestep, audio=None, pose_features=None, reference_bank=None, reference_mask=None,
+                      reference_dtype=torch.float16, audio_enabled=True, audio_region_mask=None,
+                      region_mask_mode="nearest", audio_null_rows=None, attention_cache=None):
+        """Checked inputs of a call: ``(emb [(b f), T], audio tokens [(b f), n, C] or None, EchoAttentionContext)``."""
+        if sample.ndim != 5:
+            raise InputError(f"sample must be [b, c, f, h, w], got shape {tuple(sample.shape)}")
+        b, _, f, h, w = sample.shape
+        emb = self._time_embedding(timestep, b, sample.device, self.dtype)
+        emb = emb.repeat_interleave(f, dim=0)  # [(b f), T]: the official broadcast over frames
+        dtype = self.conv_in.weight.dtype
 
         tokens = None
         if audio is not None:
@@ -235,7 +269,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
             else:
                 raise InputError(f"audio must be [b={b}, f={f}, tokens, {self.config.cross_attention_dim}], "
                                  f"got {tuple(audio.shape)}")
-            tokens = tokens.to(x.dtype)
+            tokens = tokens.to(dtype)
 
         reference_rows = None
         if isinstance(reference_mask, (list, tuple)):
@@ -260,12 +294,7 @@ class DenoisingUNet3DModel(EchoUNetMixin, ModelMixin, ConfigMixin):
                                    audio_region_mask=audio_region_mask, region_mask_mode=region_mask_mode,
                                    latent_size=(h, w), reference_rows=reference_rows,
                                    audio_null_rows=audio_null_rows, cache=attention_cache)
-        x = self._run_levels(x, emb, f, tokens, {"echo_context": ctx}, deep_features)
-        x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
-        out = rearrange(x, "(b f) c h w -> b c f h w", f=f)
-        if not return_dict:
-            return (out,)
-        return DenoisingUNetOutput(sample=out)
+        return emb, tokens, ctx
 
 
 def reference_pairing(reference_unet: nn.Module, denoising_unet: nn.Module) -> Dict[str, str]:

@@ -63,9 +63,10 @@ class _LevelBase(nn.Module):
         super().__init__()
         self.gradient_checkpointing = False
 
-    def _layer(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, num_frames: int,
-               encoder_hidden_states: Optional[torch.Tensor], cross_attention_kwargs: Optional[Dict[str, Any]],
-               resnet: bool = True) -> torch.Tensor:
+    def spatial(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor,
+                encoder_hidden_states: Optional[torch.Tensor], cross_attention_kwargs: Optional[Dict[str, Any]],
+                resnet: bool = True) -> torch.Tensor:
+        """The frame-local part of layer ``i``: ResNet → spatial transformer, each frame on its own."""
         if resnet:
             hidden_states = _maybe_checkpoint(self, self.resnets[i], hidden_states, temb)
         if self.attentions is not None:
@@ -73,6 +74,15 @@ class _LevelBase(nn.Module):
             hidden_states = self.attentions[i](hidden_states, encoder_hidden_states=encoder_hidden_states,
                                                cross_attention_kwargs=cross_attention_kwargs,
                                                return_dict=False)[0]
+        return hidden_states
+
+    def _layer(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, num_frames: int,
+               encoder_hidden_states: Optional[torch.Tensor], cross_attention_kwargs: Optional[Dict[str, Any]],
+               resnet: bool = True, spatial_done: bool = False) -> torch.Tensor:
+        """Layer ``i``; ``spatial_done``: ``hidden_states`` is already :meth:`spatial`'s output."""
+        if not spatial_done:
+            hidden_states = self.spatial(i, hidden_states, temb, encoder_hidden_states, cross_attention_kwargs,
+                                         resnet)
         if self.motion_modules is not None:
             hidden_states = _maybe_checkpoint(self, self.motion_modules[i], hidden_states, num_frames)
         return hidden_states
@@ -108,11 +118,14 @@ class EchoDownBlock(_LevelBase):
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, num_frames: int = 1,
                 encoder_hidden_states: Optional[torch.Tensor] = None,
-                cross_attention_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+                cross_attention_kwargs: Optional[Dict[str, Any]] = None,
+                head: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...]]:
+        """``head``: layer 0's :meth:`spatial` output, computed beforehand (then ``hidden_states`` is unused)."""
         skips = ()
         for i in range(len(self.resnets)):
-            hidden_states = self._layer(i, hidden_states, temb, num_frames, encoder_hidden_states,
-                                        cross_attention_kwargs)
+            done = i == 0 and head is not None
+            hidden_states = self._layer(i, head if done else hidden_states, temb, num_frames, encoder_hidden_states,
+                                        cross_attention_kwargs, spatial_done=done)
             skips += (hidden_states,)
         if self.downsamplers is not None:
             for down in self.downsamplers:

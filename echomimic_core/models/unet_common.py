@@ -37,6 +37,18 @@ class DeepFeatures:
     features: Optional[torch.Tensor] = None
 
 
+@dataclass
+class FrameHead:
+    """The frame-local head of a denoiser call: ``inputs`` = ``conv_in`` output (+ pose features; the first skip)
+    and ``hidden`` = the first down block's first ResNet → spatial transformer on it (the first motion module's
+    input), both ``[(b f), C0, h, w]``. Only motion modules mix frames, so both are functions of each frame
+    alone (its latent, pose features, audio tokens, the timestep and the reference): a frame that several
+    context windows of one step share needs them once (``SamplingEngine``, ``share_frame_head``)."""
+
+    inputs: torch.Tensor
+    hidden: torch.Tensor
+
+
 def as_per_level(value: Union[int, Sequence[int]], n: int) -> List[int]:
     return [value] * n if isinstance(value, int) else list(value)
 
@@ -130,17 +142,18 @@ class EchoUNetMixin:
     def _run_levels(self, sample: torch.Tensor, emb: torch.Tensor, num_frames: int,
                     encoder_hidden_states: Optional[torch.Tensor],
                     cross_attention_kwargs: Optional[Dict[str, Any]],
-                    deep: Optional[DeepFeatures] = None) -> torch.Tensor:
+                    deep: Optional[DeepFeatures] = None, head: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``sample [(b f), C0, h, w]`` (after conv_in) → last up-block output ``[(b f), C0, h, w]``
-        (``deep``: see :class:`DeepFeatures`)."""
+        (``deep``: see :class:`DeepFeatures`; ``head``: :meth:`_frame_head` of ``sample``, computed beforehand)."""
         if deep is not None and deep.reuse is not None:
             return self._run_outer_level(sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs,
-                                         deep.reuse)
+                                         deep.reuse, head)
         factor = 2 ** self.num_upsamplers
         forward_upsample_size = any(s % factor != 0 for s in sample.shape[-2:])
         skips = (sample,)
-        for block in self.down_blocks:
-            sample, res = block(sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs)
+        for k, block in enumerate(self.down_blocks):
+            sample, res = block(sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs,
+                                head=head if k == 0 else None)
             skips += res
         sample = self.mid_block(sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs)
         for i, block in enumerate(self.up_blocks):
@@ -152,6 +165,12 @@ class EchoUNetMixin:
             sample = block(sample, res, emb, num_frames, encoder_hidden_states, cross_attention_kwargs, size)
         return sample
 
+    def _frame_head(self, sample: torch.Tensor, emb: torch.Tensor, encoder_hidden_states: Optional[torch.Tensor],
+                    cross_attention_kwargs: Optional[Dict[str, Any]]) -> torch.Tensor:
+        """The first down block's layer-0 ResNet → spatial transformer on ``sample`` (conv_in output): the part of
+        the levels before the first motion module, i.e. per frame."""
+        return self.down_blocks[0].spatial(0, sample, emb, encoder_hidden_states, cross_attention_kwargs)
+
     def supports_deep_features(self) -> bool:
         """Whether the outermost level can run alone (:class:`DeepFeatures`): the last up block takes exactly
         conv_in's output and the first down block's layer outputs as skips, and has no upsampler."""
@@ -159,13 +178,15 @@ class EchoUNetMixin:
         return len(last.resnets) == len(first.resnets) + 1 and last.upsamplers is None
 
     def _run_outer_level(self, sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs,
-                         deep_input: torch.Tensor) -> torch.Tensor:
+                         deep_input: torch.Tensor, head: Optional[torch.Tensor] = None) -> torch.Tensor:
         if not self.supports_deep_features():
             raise ConfigError("this UNet's outermost level cannot run alone (DeepCache needs the SD layout)")
         first = self.down_blocks[0]
         skips = (sample,)
         for i in range(len(first.resnets)):
-            sample = first._layer(i, sample, emb, num_frames, encoder_hidden_states, cross_attention_kwargs)
+            done = i == 0 and head is not None
+            sample = first._layer(i, head if done else sample, emb, num_frames, encoder_hidden_states,
+                                  cross_attention_kwargs, spatial_done=done)
             skips += (sample,)
         return self.up_blocks[-1](deep_input, skips, emb, num_frames, encoder_hidden_states, cross_attention_kwargs)
 
