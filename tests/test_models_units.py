@@ -265,3 +265,24 @@ def test_diffusers_save_and_from_pretrained(nets, tmp_path):
         a, b = model.state_dict(), again.state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert {type(p) for p in again.attn_processors.values()} == {type(p) for p in model.attn_processors.values()}
+
+
+def test_row_chunked_feed_forward_equals_the_whole_pass():
+    """The CPU row chunking of the feed-forward (models/feed_forward.py) is the same per-token computation: equal
+    outputs and gradients, and the state-dict keys of the wrapped diffusers FeedForward."""
+    from diffusers.models.attention import FeedForward
+
+    from echomimic_core.models.feed_forward import CPU_FEED_FORWARD_BYTES, RowChunkedFeedForward
+
+    torch.manual_seed(0)
+    plain = FeedForward(16, activation_fn="geglu")
+    chunked = RowChunkedFeedForward(plain)
+    assert list(chunked.state_dict()) == list(plain.state_dict())
+    rows = CPU_FEED_FORWARD_BYTES // (chunked.inner_features * 4)
+    x = torch.randn(3, rows + 37, 16, requires_grad=True)  # several chunks, the last one partial
+    want = plain(x)
+    (g_want,) = torch.autograd.grad(want.square().sum(), x)
+    got = chunked(x)
+    (g_got,) = torch.autograd.grad(got.square().sum(), x)
+    assert got.shape == want.shape
+    assert (got - want).abs().max().item() <= 1e-6 and (g_got - g_want).abs().max().item() <= 1e-5

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, InputError
 from .attention import SelfAttnProcessor
+from .feed_forward import RowChunkedFeedForward
 
 __all__ = ["SinusoidalPositionTable", "TemporalSelfAttention", "TemporalTransformerBlock",
            "TemporalTransformer3DModel", "VanillaTemporalModule", "get_motion_module", "MotionModules"]
@@ -111,7 +112,7 @@ class TemporalTransformerBlock(nn.Module):
                                   bias=attention_bias, upcast_attention=upcast_attention)
             for _ in attention_block_types])
         self.norms = nn.ModuleList([nn.LayerNorm(dim) for _ in attention_block_types])
-        self.ff = FeedForward(dim, dropout=dropout, activation_fn=activation_fn)
+        self.ff = RowChunkedFeedForward(FeedForward(dim, dropout=dropout, activation_fn=activation_fn))
         self.ff_norm = nn.LayerNorm(dim)
 
     def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:

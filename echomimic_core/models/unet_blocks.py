@@ -25,6 +25,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
+from .feed_forward import RowChunkedFeedForward
 from .motion_module import get_motion_module
 
 __all__ = ["EchoDownBlock", "EchoMidBlock", "EchoUpBlock"]
@@ -52,10 +53,13 @@ def _resnet(in_channels: int, out_channels: int, temb_channels: int, eps: float,
 def _transformer(channels: int, heads: int, cross_attention_dim: Optional[int], groups: int,
                  use_linear_projection: bool, upcast_attention: bool) -> Transformer2DModel:
     # cross_attention_dim None -> blocks without attn2/norm2 (the ReferenceNet's blocks)
-    return Transformer2DModel(num_attention_heads=heads, attention_head_dim=channels // heads,
-                              in_channels=channels, num_layers=1, cross_attention_dim=cross_attention_dim,
-                              norm_num_groups=groups, use_linear_projection=use_linear_projection,
-                              upcast_attention=upcast_attention)
+    model = Transformer2DModel(num_attention_heads=heads, attention_head_dim=channels // heads,
+                               in_channels=channels, num_layers=1, cross_attention_dim=cross_attention_dim,
+                               norm_num_groups=groups, use_linear_projection=use_linear_projection,
+                               upcast_attention=upcast_attention)
+    for block in model.transformer_blocks:
+        block.ff = RowChunkedFeedForward(block.ff)  # same keys; cache-sized chunks on the CPU (feed_forward.py)
+    return model
 
 
 class _LevelBase(nn.Module):
