@@ -12,8 +12,9 @@
 
 The speed-ups are exact (same prediction as the one-window-at-a-time path within float rounding; unit tests in
 tests/test_engine.py): several windows per call, pose features once per frame, the reference projections once
-per layer, no audio cross-attention for the unconditional half (a constant), host-side masks so nothing in the
-loop waits for the device.
+per layer, no audio cross-attention for the unconditional half (a constant), the frame-local head of the denoiser
+once per frame and step however many windows cover the frame (:mod:`.sampling.frame_heads`), host-side masks so
+nothing in the loop waits for the device.
 """
 
 from __future__ import annotations
