@@ -115,6 +115,16 @@ def test_demo_defaults_switch_with_models():
     emb = demo.generate_args(p.parse_args([]))
     assert (emb.settings.width, emb.settings.height, emb.display_scale) == (64, 64, 4)
     assert emb.models == str(demo.DEMO_MODEL)
+    # the embedded run: the fast sampler preset over demo.json; --exact: demo.json's own 20 DDIM steps
+    from echomimic_core.settings import FAST_OPTIONS, FAST_SAMPLER
+
+    fast = {**FAST_SAMPLER, **FAST_OPTIONS}
+    assert {k: getattr(emb.settings, k) for k in fast} == fast
+    exact = demo.generate_args(p.parse_args(["--exact"])).settings
+    assert (exact.scheduler, exact.steps, exact.context_schedule, exact.deep_cache_interval) == \
+        ("ddim", demo.demo_settings()["steps"], "uniform", 1)
+    mixed = demo.generate_args(p.parse_args(["--scheduler", "unipc", "--steps", "4"])).settings
+    assert (mixed.scheduler, mixed.steps, mixed.context_schedule) == ("unipc", 4, "no_overlap")
     off = demo.generate_args(p.parse_args(["--models", "/w"]))
     # official weights: the normal preset (768x768; steps/cfg/seed None -> the pipeline's preset values)
     assert (off.settings.width, off.settings.height, off.display_scale) == (768, 768, 1)

@@ -37,11 +37,12 @@ def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
                         "caches, uncond audio attention computed, per-frame heads once per window): the official "
                         "computation order, for comparison")
     g.add_argument("--compile", action="store_true", help="torch.compile the denoiser (falls back to eager on failure)")
-    g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default="ddim",
+    g.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None,
                    help="sampler (default ddim = official); the others are built from the same noise schedule and "
                         "change the output (fast with fewer --steps)")
-    g.add_argument("--context-schedule", choices=("uniform", "no_overlap"), default="uniform",
-                   help="no_overlap: windows without overlap (changes the output; fewer windows)")
+    g.add_argument("--context-schedule", choices=("uniform", "no_overlap"), default=None,
+                   help="uniform (default, official) or no_overlap: windows without overlap (changes the output; "
+                        "fewer windows)")
     g.add_argument("--cfg-fraction", type=float, default=None, metavar="F",
                    help="classifier-free guidance only on the first ceil(F x steps) steps, the rest conditional only "
                         "(changes the output; default 1 = every step)")
@@ -121,12 +122,13 @@ def settings_from_args(args: argparse.Namespace, **defaults):
     from ..settings import FAST_OPTIONS
 
     fast = FAST_OPTIONS if getattr(args, "fast", False) else {}
-    schedule = fast.get("context_schedule", getattr(args, "context_schedule", "uniform"))
+    schedule = fast.get("context_schedule") or pick("context_schedule") or "uniform"
     deep = getattr(args, "deep_cache", None)
-    deep = fast.get("deep_cache_interval", 1) if deep is None else deep
+    if deep is None:
+        deep = fast.get("deep_cache_interval") or defaults.get("deep_cache_interval", 1)
     return GenerationSettings(
         width=pick("width"), height=pick("height"), steps=pick("steps"), guidance_scale=pick("cfg", "guidance_scale"),
-        seed=pick("seed"), preset=getattr(args, "preset", None), scheduler=getattr(args, "scheduler", "ddim"),
+        seed=pick("seed"), preset=getattr(args, "preset", None), scheduler=pick("scheduler") or "ddim",
         context_frames=pick("context_frames"), context_overlap=pick("context_overlap"), context_schedule=schedule,
         fps=24.0 if pick("fps") is None else pick("fps"), decode_chunk_size=getattr(args, "decode_chunk", None),
         window_batch_size=1 if plain else getattr(args, "window_batch", None),
