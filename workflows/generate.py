@@ -181,7 +181,7 @@ def embedded_common() -> dict:
 
 def graph_embedded_demo() -> dict:
     """Runs out of the box: the tiny demo model shipped in the package + the shipped demo inputs (no files
-    needed in models/ or input/). Settings = `python -m echomimic_core demo` (64x64, 20 steps, cfg 2, seed 0)."""
+    needed in models/ or input/). Settings = `python -m echomimic_core demo --exact` (64x64, 20 steps, cfg 2, seed 0)."""
     return {**embedded_common(),
         4: ("EchoMimicV2FitPoseLength", (440, 260), {"poses": (1, 2), "frame_count": (3, 1), "policy": "loop"}, None),
         5: ("EchoMimicV2Sampler", (840, 40),
