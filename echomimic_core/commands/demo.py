@@ -71,9 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def generate_args(args: argparse.Namespace):
     """The :class:`~echomimic_core.render.RenderJob` of this demo run."""
     from ..render import RenderJob
-    from .generate import settings_from_args
-
     from ..settings import FAST_OPTIONS, FAST_SAMPLER
+    from .generate import settings_from_args
 
     embedded = args.models is None
     s = demo_settings() if embedded else {}
