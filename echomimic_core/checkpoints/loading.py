@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 
+from ..cpu_dtype import slow_cpu_dtype_warning
 from ..errors import CheckpointError, EchoMimicError
 from ..models import (OFFICIAL_NOISE_SCHEDULER_KWARGS, OFFICIAL_UNET_ADDITIONAL_KWARGS, SD_VAE_FT_MSE_CONFIG,
                       DenoisingUNet3DModel, PoseEncoder, ReferenceUNet2DModel, denoising_unet_config,
@@ -319,6 +321,8 @@ def load_models(folder: Union[str, os.PathLike], variant: str = "normal", dtype:
         vae_path: optional explicit VAE folder or single diffusers-format file.
         check_finite: also scan every tensor for NaN / Inf (one extra pass over the weights); the
             offending keys per network are in ``load_report.nonfinite`` (nothing is raised).
+    Warns:
+        UserWarning: bfloat16 on a CPU that emulates it (:mod:`echomimic_core.cpu_dtype`).
     Raises:
         ModelFilesNotFoundError: files missing (the message lists the expected layout).
         CheckpointError: unreadable, unsafe or mismatching files (the message names file, keys and fix).
@@ -328,6 +332,9 @@ def load_models(folder: Union[str, os.PathLike], variant: str = "normal", dtype:
         files.vae = Path(vae_path)
     files.check()
     device = torch.device(device)
+    slow = slow_cpu_dtype_warning(device, dtype)
+    if slow is not None:
+        warnings.warn(slow, stacklevel=2)
     cfg = load_inference_config(files.inference_config)
     base_config = _base_config(files.base_unet_dir)
     report = LoadReport(check_finite=check_finite)
