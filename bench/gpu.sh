@@ -127,6 +127,7 @@ BUILD_PID=$!
 
 DEMO="$ROOT/echomimic_core/assets/demo"
 for dt in $GEN_DTYPES; do
+  rm -f "$WORK/gen_$dt.mp4"  # a rerun on a warm machine must not check the previous run's video
   part "gen_$dt" 120 "$PY" -m echomimic_core generate --models "$ROOT/echomimic_core/assets/demo_model" \
     --image "$DEMO/reference.png" --audio "$DEMO/audio.wav" --poses "$DEMO/poses.npz" --out "$WORK/gen_$dt.mp4" \
     --width 64 --height 64 --steps 4 --cfg 2 --seed 0 --max-frames 24 --device "$DEVICE" --dtype "$dt" --quiet
