@@ -14,13 +14,16 @@ import sys
 COMMANDS = ("check", "generate", "demo")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
+    """Run one command; ``owns_process`` (set only by ``python -m echomimic_core``) lets the command tune the
+    interpreter (``commands/process.py``), which an in-process caller such as a test never wants."""
     parser = argparse.ArgumentParser(prog="python -m echomimic_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"echomimic_core.commands.{name}")
         module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
     args = parser.parse_args(argv)
+    args.owns_process = owns_process
     module = importlib.import_module(f"echomimic_core.commands.{args.command}")
     from .signals import Terminated, termination_as_exception
 
@@ -33,4 +36,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main(owns_process=True)
+    from .commands.process import freeze_before_exit
+
+    freeze_before_exit()
+    sys.exit(code)

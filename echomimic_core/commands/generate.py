@@ -183,6 +183,10 @@ def execute(job, args: argparse.Namespace):
     from ..render import capture_warnings, check_job, render_video, resolve_device
 
     checked = check_job(job, labels=FLAG_LABELS)  # before anything is loaded; messages name the flags
+    if getattr(args, "owns_process", False):
+        from .process import freeze_after_imports
+
+        freeze_after_imports()
     profiler = Profiler(resolve_device(job.device, job.dtype)[0]) if (args.profile or args.profile_json) else None
     bar = None
     if not args.quiet:
