@@ -286,3 +286,31 @@ def test_row_chunked_feed_forward_equals_the_whole_pass():
     (g_got,) = torch.autograd.grad(got.square().sum(), x)
     assert got.shape == want.shape
     assert (got - want).abs().max().item() <= 1e-6 and (g_got - g_want).abs().max().item() <= 1e-5
+
+
+def test_attention_over_the_kernel_batch_limit_runs_in_chunks_with_the_same_values(monkeypatch):
+    """Batches past MAX_ATTENTION_BATCH (sequence, head) pairs - the CUDA grid limit that the temporal attention of
+    a batched 768x768 run crosses - are split into several kernel calls; every value stays what one call gives."""
+    import torch.nn.functional as F
+
+    from echomimic_core.models.attention import MAX_ATTENTION_BATCH, multihead_attention
+
+    torch.manual_seed(0)
+    heads = 4
+    q, k, v = (torch.randn(37, n, heads * 8) for n in (12, 12, 12))
+    whole = multihead_attention(q, k, v, heads)
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    chunked = multihead_attention(q, k, v, heads, max_batch=10 * heads)
+    assert calls == [10, 10, 10, 7]
+    assert torch.allclose(chunked, whole, atol=1e-6, rtol=0)
+    calls.clear()
+    multihead_attention(q, k, v, heads, max_batch=37 * heads)  # at the limit: one call
+    assert calls == [37]
+    assert MAX_ATTENTION_BATCH == 2**16 - 1

@@ -204,11 +204,43 @@ class EchoAttentionContext:
 
 
 # ------------------------------------------------------------------------------------------------
-# processors
+# the attention kernel call
+
+
+#: Most (sequence, head) pairs one CUDA attention kernel call gets. CUDA grids hold at most 65535 blocks along
+#: y and z, where torch's memory-efficient / flash kernels put the batch and some xformers kernels batch x heads;
+#: past that they fail with "invalid configuration argument" or return wrong values, depending on the version
+#: (pytorch#142228, pytorch#146704, xformers#845). The motion modules' temporal attention runs
+#: ``windows x 2 x h x w`` sequences: at 768x768 (96x96 latent tokens, CFG) four windows per call are 73728.
+MAX_ATTENTION_BATCH = 65535
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return rearrange(x, "b n (h d) -> b h n d", h=heads)
+
+
+def multihead_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, backend: str = "sdpa",
+                        max_batch: Optional[int] = None) -> torch.Tensor:
+    """``q [B, Nq, h·d]``, ``k``/``v`` ``[B, Nk, h·d]`` -> ``[B, Nq, h·d]`` with SDPA (or xformers).
+
+    With ``max_batch``, batches of more than ``max_batch`` (sequence, head) pairs run in several kernel calls
+    (see :data:`MAX_ATTENTION_BATCH`); attention is independent per sequence, so the values do not change.
+    """
+    if max_batch is not None and q.shape[0] * heads > max_batch:
+        step = max(1, max_batch // heads)
+        return torch.cat([multihead_attention(q[i:i + step], k[i:i + step], v[i:i + step], heads, backend)
+                          for i in range(0, q.shape[0], step)])
+    if backend == "xformers":
+        import xformers.ops  # optional dependency, checked when enabled
+
+        q, k, v = (rearrange(t, "b n (h d) -> b n h d", h=heads).contiguous() for t in (q, k, v))
+        return rearrange(xformers.ops.memory_efficient_attention(q, k, v), "b n h d -> b n (h d)")
+    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads))
+    return rearrange(out, "b h n d -> b n (h d)")
+
+
+# ------------------------------------------------------------------------------------------------
+# processors
 
 
 class _EchoProcessorBase:
@@ -228,17 +260,8 @@ class _EchoProcessorBase:
 
     def attend_qkv(self, attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention and ``to_out`` over already projected ``q [B, Nq, C]``, ``k``/``v`` ``[B, Nk, C]``."""
-        heads = attn.heads
-        if self.backend == "xformers":
-            import xformers.ops  # optional dependency, checked when enabled
-
-            q, k, v = (rearrange(t, "b n (h d) -> b n h d", h=heads).contiguous() for t in (q, k, v))
-            out = xformers.ops.memory_efficient_attention(q, k, v)
-            out = rearrange(out, "b n h d -> b n (h d)")
-        else:
-            out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads),
-                                                 _split_heads(v, heads))
-            out = rearrange(out, "b h n d -> b n (h d)")
+        out = multihead_attention(q, k, v, attn.heads, self.backend,
+                                  max_batch=MAX_ATTENTION_BATCH if q.is_cuda else None)
         out = out.to(q.dtype)
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)
